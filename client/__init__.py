@@ -1,0 +1,1 @@
+"""Flower ClientApp: a party's side of both collaboration protocols."""

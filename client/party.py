@@ -1,0 +1,79 @@
+"""A party's private data: its partition of the training set, split into the part it
+trains on (or mixes) and the part it holds out for model selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from common.config import RunConfig
+from common.partition import dirichlet_partition, size_skew_partition
+from loaders import load_dataset
+
+
+@dataclass(frozen=True)
+class PartyData:
+    partition_id: int
+    num_partitions: int
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    num_classes: int
+    valid_range: tuple[float, float]
+
+
+def derive_seed(*parts: int) -> int:
+    """An independent 63-bit seed for every tuple of integers (NumPy SeedSequence)."""
+    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+# Stream identifiers for derive_seed, so every use of the run seed draws independently.
+STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS = 1, 2, 3, 4
+
+
+def partition_indices(cfg: RunConfig, labels: np.ndarray, num_partitions: int) -> list[np.ndarray]:
+    if cfg.partitioner == "dirichlet":
+        return dirichlet_partition(
+            labels, num_parties=num_partitions, beta=cfg.beta, seed=cfg.seed, min_size=cfg.min_party_size
+        )
+    return size_skew_partition(
+        labels,
+        num_parties=num_partitions,
+        beta=cfg.beta,
+        rho=cfg.rho,
+        seed=cfg.seed,
+        poor_party=cfg.poor_party,
+        min_size=cfg.min_party_size,
+    )
+
+
+@lru_cache(maxsize=8)
+def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyData:
+    """Build party ``partition_id`` of ``num_partitions``; cached per simulation worker."""
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
+    if cfg.partitioner == "size-skew" and cfg.poor_party >= num_partitions:
+        raise ValueError(f"poor-party {cfg.poor_party} outside [0, {num_partitions})")
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    labels = data.train_y.numpy()
+    idx = partition_indices(cfg, labels, num_partitions)[partition_id]
+    rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, STREAM_SPLIT))
+    idx = rng.permutation(idx)
+    n_val = max(2, int(round(cfg.val_fraction * idx.size)))
+    val, train = np.sort(idx[:n_val]), np.sort(idx[n_val:])
+    if train.size < 2:
+        raise ValueError(f"party {partition_id} has {idx.size} samples: too few to hold out validation")
+    return PartyData(
+        partition_id=partition_id,
+        num_partitions=num_partitions,
+        train_x=data.train_x[train],
+        train_y=data.train_y[train],
+        val_x=data.train_x[val],
+        val_y=data.train_y[val],
+        num_classes=data.num_classes,
+        valid_range=data.valid_range,
+    )

@@ -1,0 +1,143 @@
+"""The one typed run configuration, parsed from ``[tool.flwr.app.config]``.
+
+Flower delivers run-config values typed by their TOML literal (``1`` is an int, ``1.0`` a
+float, ``"x"`` a string). Parsing is strict: a string never becomes a number, a bool never
+becomes an int; an int is accepted where a float is expected. An unknown key or a bad
+value raises :class:`ConfigError` whose message is one line per problem, naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["ConfigError", "RunConfig", "parse_run_config"]
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message names every bad key."""
+
+
+class RunConfig(BaseModel):
+    """Settings of one run. Field names are the TOML keys with ``-`` replaced by ``_``."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        populate_by_name=True,
+        alias_generator=lambda name: name.replace("_", "-"),
+    )
+
+    # What to run.
+    strategy: Literal["one-shot-mixup", "fedprox", "fedavg"] = Field(
+        "one-shot-mixup", description="one-shot singularized mixup, or iterative FedProx / FedAvg"
+    )
+    dataset: Literal["digits"] = Field(
+        "digits", description="data set; 'digits' is scikit-learn's bundled 8x8 digits"
+    )
+    data_dir: str = Field("", description="folder of local data set copies (unused by digits)")
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="share of a data set without official test split held out as test set"
+    )
+
+    # How the data is spread over the parties (one party per SuperNode).
+    partitioner: Literal["dirichlet", "size-skew"] = Field(
+        "dirichlet", description="equal sizes with Dirichlet label skew, or one data-poor party"
+    )
+    beta: float = Field(1.0, gt=0, description="Dirichlet concentration: smaller = stronger label skew")
+    rho: float = Field(1.0, gt=0, le=1, description="size-skew: n_poor / n_rich")
+    poor_party: int = Field(0, ge=0, description="size-skew: index of the data-poor party")
+    min_party_size: int = Field(10, ge=4, description="smallest allowed party")
+    val_fraction: float = Field(
+        0.1, gt=0, lt=0.5, description="share of each party's data held out for model selection"
+    )
+    seed: int = Field(0, ge=0, description="seed of partitioning, mixing, initialisation and batching")
+
+    # Singularized mixup (Algorithm 1, Theorem 2).
+    tau: float = Field(1e-6, gt=0, description="directional-SNR target of Theorem 2")
+    alpha: float = Field(0.7, gt=0.5, lt=1, description="largest mixing weight")
+    noise_mode: Literal["strict", "clamped"] = Field(
+        "clamped", description="strict Theorem 2 noise, or noisy partner clamped to the valid range"
+    )
+    secure_rng: bool = Field(
+        False, description="draw the mixing randomness from a secrets-seeded generator (deployment)"
+    )
+    central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
+
+    # Iterative federated learning.
+    num_rounds: int = Field(50, ge=1, description="FedProx/FedAvg rounds")
+    local_epochs: int = Field(1, ge=1, description="local epochs per round")
+    proximal_mu: float = Field(1e-3, ge=0, description="FedProx proximal coefficient mu")
+
+    # Optimisation (appendix E).
+    batch_size: int = Field(128, ge=2)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+    # Execution and outputs.
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the server trains")
+    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies per round")
+    output_dir: str = Field(
+        "~/mixup-fl-runs", description="absolute folder (~ allowed) for run summaries"
+    )
+    run_name: str = Field("", description="name of the run's summary file; empty = generated")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _absolute_output_dir(cls, value: str) -> str:
+        expanded = os.path.expanduser(value)
+        if not os.path.isabs(expanded):
+            raise ValueError(
+                "must be an absolute path (the ServerApp does not run in the project folder)"
+            )
+        return expanded
+
+    @field_validator("run_name")
+    @classmethod
+    def _plain_run_name(cls, value: str) -> str:
+        if any(ch in value for ch in "/\\") or value in {".", ".."}:
+            raise ValueError("must be a plain file name without folders")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        if self.partitioner == "dirichlet" and self.rho != 1.0:
+            raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
+        return self
+
+    @property
+    def clamp_partner(self) -> bool:
+        return self.noise_mode == "clamped"
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    loc = error.get("loc") or ()
+    key = str(loc[0]) if loc else ""
+    msg = str(error.get("msg", "invalid"))
+    if error.get("type") == "extra_forbidden":
+        known = ", ".join(sorted(RunConfig.model_fields[f].alias or f for f in RunConfig.model_fields))
+        return f"run config key '{key}': unknown key (known keys: {known})"
+    if not key:  # model-level check: its message starts with the key
+        text = msg.removeprefix("Value error, ")
+        key, _, rest = text.partition(":")
+        return f"run config key '{key.strip()}':{rest}"
+    value = error.get("input")
+    return f"run config key '{key}' = {value!r}: {msg.removeprefix('Value error, ')}"
+
+
+def parse_run_config(values: Mapping[str, Any]) -> RunConfig:
+    """Validate Flower's run config (``context.run_config``) into a :class:`RunConfig`.
+
+    Raises
+    ------
+    ConfigError
+        One line per problem, each naming the offending key.
+    """
+    try:
+        return RunConfig.model_validate(dict(values))
+    except ValidationError as err:
+        raise ConfigError("\n".join(_describe(e) for e in err.errors())) from None

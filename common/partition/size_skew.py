@@ -1,0 +1,71 @@
+"""Joint label-skew and size-skew partitioner with one data-poor party (paper, eq. 5)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._balance import allocate, check_common, check_labels, dirichlet_counts, equal_sizes
+
+
+def size_skew_partition(
+    labels: np.ndarray,
+    *,
+    num_parties: int,
+    beta: float,
+    rho: float,
+    seed: int,
+    poor_party: int = 0,
+    min_size: int = 2,
+) -> list[np.ndarray]:
+    """Dirichlet label skew plus one data-poor party of ``rho`` times a rich party's size.
+
+    Sizes follow equation 5 with the total fixed: ``n = (P - 1) n_rich + n_poor`` and
+    ``n_poor = rho n_rich``, so ``n_rich = n / (P - 1 + rho)``. The poor party gets
+    ``max(min_size, round(rho n_rich))`` samples and the ``P - 1`` rich parties share the rest
+    equally (sizes differ by at most 1). Per class, ``q_c ~ Dir(beta 1)`` is reweighted by
+    capacity weights (``rho`` for the poor party, 1 for the others) and balanced to the exact
+    sizes as in :func:`common.partition.dirichlet_partition`. Balancing fixes column sums,
+    so it alone determines the party sizes; the capacity weights only shape the start.
+
+    Parameters
+    ----------
+    labels : np.ndarray
+        Integer class ids, shape ``(n,)``.
+    num_parties : int
+        Number of parties ``P >= 2``.
+    beta : float
+        Dirichlet concentration, ``> 0``.
+    rho : float
+        Size ratio ``n_poor / n_rich`` in ``(0, 1]``.
+    seed : int
+        Seed of the NumPy generator.
+    poor_party : int
+        Index of the data-poor party.
+    min_size : int
+        Lower bound on every party's size.
+
+    Returns
+    -------
+    list of np.ndarray
+        ``P`` sorted, disjoint index arrays covering ``range(n)``.
+    """
+    labels = check_labels(labels)
+    check_common(num_parties=num_parties, beta=beta, n=labels.size, min_size=min_size)
+    if num_parties < 2:
+        raise ValueError("size skew needs at least 2 parties")
+    if not 0 < rho <= 1:
+        raise ValueError(f"rho must lie in (0, 1], got {rho}")
+    if not 0 <= poor_party < num_parties:
+        raise ValueError(f"poor_party must lie in [0, {num_parties}), got {poor_party}")
+    n = labels.size
+    n_rich = n / (num_parties - 1 + rho)
+    n_poor = max(min_size, int(round(rho * n_rich)))
+    rich = equal_sizes(n - n_poor, num_parties - 1)
+    if rich.min() < min_size:
+        raise ValueError(f"rich parties would hold fewer than min_size={min_size} samples")
+    sizes = np.insert(rich, poor_party, n_poor)
+    capacity = np.ones(num_parties)
+    capacity[poor_party] = rho
+    rng = np.random.default_rng(seed)
+    counts = dirichlet_counts(labels, sizes, beta=beta, capacity=capacity, rng=rng)
+    return allocate(labels, counts, rng)

@@ -1,0 +1,1 @@
+"""Flower ServerApp: the one-shot protocol and the iterative baselines."""

@@ -1,0 +1,150 @@
+"""The ServerApp: ``strategy`` in the run config picks the protocol.
+
+* ``one-shot-mixup``: one ``query`` to every party, the union of the releases assembled as
+  replies arrive, central training with epoch selection on the parties' held-out releases,
+  one evaluation on the global test set.
+* ``fedprox`` / ``fedavg``: Flower's strategies, central test evaluation every round, the
+  round selected on the parties' validation loss.
+
+Each run writes ``<output-dir>/<run-name>.json`` and logs a short table.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import flwr
+import torch
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+
+from common.config import ConfigError, RunConfig, parse_run_config
+from loaders import load_dataset
+from server.federated import run_federated
+from server.metered_grid import MeteredGrid
+from server.one_shot import collect_releases, train_on_union
+from server.summary import mean_max, table_lines, write_json_atomic
+
+log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
+
+app = ServerApp()
+
+
+def _device(cfg: RunConfig) -> torch.device:
+    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device = 'cuda' but no CUDA device is visible to the ServerApp")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def _wait_for_nodes(grid: Grid, *, timeout: float, settle: float = 2.0) -> list[int]:
+    """Node ids once at least two are connected and the count has not changed for
+    ``settle`` seconds (simulated nodes are all registered at start)."""
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) != last:
+            last, stable_since = len(ids), time.monotonic()
+        if len(ids) >= 2 and time.monotonic() - stable_since >= settle:
+            return ids
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(ids)} node(s) connected after {timeout:.0f} s; need at least 2")
+        time.sleep(0.2)
+
+
+def _run_name(cfg: RunConfig, num_parties: int) -> str:
+    if cfg.run_name:
+        return cfg.run_name.removesuffix(".json")
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    started = time.perf_counter()
+    try:
+        cfg = parse_run_config(context.run_config)
+    except ConfigError as err:
+        for line in str(err).splitlines():
+            log.error(line)
+        raise SystemExit(f"invalid run config: {err}") from None
+    device = _device(cfg)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    metered = MeteredGrid(grid)
+    node_ids = _wait_for_nodes(metered, timeout=cfg.round_timeout)
+    log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
+
+    summary: dict = {
+        "strategy": cfg.strategy,
+        "num_parties": len(node_ids),
+        "config": cfg.model_dump(by_alias=True),
+        "started_utc": datetime.now(timezone.utc).isoformat(),
+        "versions": {"flwr": flwr.__version__, "torch": torch.__version__, "python": platform.python_version()},
+        "server_device": str(device),
+    }
+    if cfg.strategy == "one-shot-mixup":
+        collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout)
+        if not collected.party_metrics:
+            raise RuntimeError(f"no party sent a release: {collected.failures}")
+        outcome = train_on_union(collected, cfg, data, device=device)
+        parties = sorted(collected.party_metrics, key=lambda m: m["partition-id"])
+        summary.update(
+            rounds=1,
+            result={**{k: v for k, v in outcome.items() if k != "history"},
+                    "selected_by": "lowest loss on the parties' held-out mixed validation releases"},
+            privacy={
+                "release_mode": "once",
+                "noise_mode": cfg.noise_mode,
+                "mixing_randomness": "secrets-seeded" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+                "tau": cfg.tau,
+                "alpha": cfg.alpha,
+                "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),
+                "radius": mean_max(m["radius"] for m in parties),
+                "snr_pc1": mean_max(m["snr-pc1"] for m in parties),
+                "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
+                "snr_random": mean_max(m["snr-random"] for m in parties),
+                "snr_bound_random": mean_max(m["snr-bound-random"] for m in parties),
+                "snr_note": "measured on each party's own release: energy of w1 (x - mean) over that of "
+                "the noisy partner term, along the party's first principal direction and random directions; "
+                "Theorem 2's bound holds for strict noise only",
+            },
+            union={
+                "train_rows": collected.train.filled,
+                "val_rows": collected.val.filled,
+                "buffer_peak_bytes": collected.train.peak_bytes + collected.val.peak_bytes,
+                "buffer_used_bytes": collected.train.used_bytes + collected.val.used_bytes,
+                "grow_events": collected.train.grow_events + collected.val.grow_events,
+                "collect_seconds": collected.seconds,
+            },
+            parties=parties,
+            failures=collected.failures,
+            history=outcome["history"],
+        )
+    else:
+        outcome = run_federated(metered, cfg, data, node_ids, device=device)
+        summary.update(
+            rounds=cfg.num_rounds,
+            result={**{k: v for k, v in outcome.items() if k != "history"},
+                    "selected_by": "round with the lowest size-weighted validation loss of the parties"},
+            history=outcome["history"],
+        )
+    summary["communication"] = {
+        "bytes_uploaded": metered.total_bytes_received,
+        "bytes_downloaded": metered.total_bytes_sent,
+        "bytes_uploaded_per_party": metered.total_bytes_received / len(node_ids),
+        "bytes_downloaded_per_party": metered.total_bytes_sent / len(node_ids),
+        "messages_sent": metered.messages_sent,
+        "messages_received": metered.messages_received,
+        "note": "payload bytes: array buffers plus serialised metric/config records",
+    }
+    summary["wall_seconds"] = time.perf_counter() - started
+    path = write_json_atomic(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json", summary)
+    for line in table_lines(summary):
+        log.info(line)
+    log.info("summary written to %s", path)

@@ -1,0 +1,1 @@
+"""Experiments that drive the Flower app through `flwr run`."""
