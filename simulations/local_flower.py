@@ -1,0 +1,145 @@
+"""Drive Flower 1.41's local simulation runtime from Python: environment, federation size,
+``flwr run`` invocations and cleanup of the managed local SuperLink.
+
+``flwr run`` starts a detached local SuperLink on first use; it keeps the environment it
+was started with, so the variables below must be set before the first ``flwr`` command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+# Without these the SuperLink re-installs the app's dependencies into a fresh virtual
+# environment for every run and reports usage to Flower's telemetry endpoint.
+FLOWER_ENV = {
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def flwr_home(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("FLWR_HOME", Path.home() / ".flwr")).expanduser()
+
+
+def flower_env(*, home: Path | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The current environment plus the variables a local simulation needs."""
+    env = dict(os.environ)
+    env.update(FLOWER_ENV)
+    if home is not None:
+        env["FLWR_HOME"] = str(home)
+    env.update(extra or {})
+    return env
+
+
+def _flwr() -> str:
+    candidate = Path(sys.executable).with_name("flwr")
+    return str(candidate) if candidate.exists() else "flwr"
+
+
+def toml_literal(value: object) -> str:
+    """Render ``value`` as the TOML literal ``--run-config`` expects (types are kept)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        return text if any(c in text for c in ".eEn") else text + ".0"
+    if isinstance(value, str):
+        if "'" in value:
+            raise ValueError(f"run-config strings cannot contain a single quote: {value!r}")
+        return f"'{value}'"
+    raise TypeError(f"unsupported run-config value {value!r}")
+
+
+def run_config_arg(values: Mapping[str, object]) -> str:
+    return " ".join(f"{key}={toml_literal(val)}" for key, val in values.items())
+
+
+def configure_simulation(
+    *, num_supernodes: int, num_cpus: int = 1, num_gpus: float = 0.0, env: Mapping[str, str] | None = None
+) -> None:
+    """Set the default local federation's size with Flower's own command (stored by the
+    local SuperLink, which this starts if needed)."""
+    cmd = [
+        _flwr(), "federation", "simulation-config",
+        "--num-supernodes", str(num_supernodes),
+        "--client-resources-num-cpus", str(num_cpus),
+        "--client-resources-num-gpus", str(num_gpus),
+    ]
+    subprocess.run(cmd, check=True, env=dict(env or flower_env()), cwd=PROJECT_ROOT)
+
+
+def flwr_run(
+    run_config: Mapping[str, object],
+    *,
+    num_supernodes: int,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    app_dir: Path = PROJECT_ROOT,
+) -> subprocess.CompletedProcess:
+    """``flwr run <app> --stream`` with the given run config and federation size.
+
+    The streamed log goes to ``log_path`` (and nothing is lost if the run fails: the
+    caller gets the return code and the log path)."""
+    cmd = [
+        _flwr(), "run", str(app_dir), "--stream",
+        "--run-config", run_config_arg(run_config),
+        "--federation-config", f"num-supernodes={num_supernodes}",
+    ]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        return subprocess.run(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env or flower_env()),
+            cwd=app_dir, timeout=timeout, check=False,
+        )
+
+
+def local_superlink_pids(home: Path) -> list[int]:
+    """PIDs of managed local SuperLinks whose database lives under ``home``."""
+    marker = str(home / "local-superlink")
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in cmdline if a]
+        if any("flower-superlink" in a for a in args[:2]) and any(marker in a for a in args):
+            pids.append(int(proc.name))
+    return pids
+
+
+def stop_local_superlink(home: Path, *, grace: float = 10.0) -> int:
+    """Stop the managed local SuperLink of ``home`` and its process group; returns how many
+    SuperLinks were stopped."""
+    pids = local_superlink_pids(home)
+    for pid in pids:
+        for sig in (signal.SIGTERM,):
+            try:
+                os.killpg(os.getpgid(pid), sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
+        time.sleep(0.2)
+    for pid in pids:
+        if Path(f"/proc/{pid}").exists():
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return len(pids)

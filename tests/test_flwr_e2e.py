@@ -1,0 +1,102 @@
+"""End to end through `flwr run`: both strategies on a tiny configuration, and a bad
+run-config value stopping the ServerApp with the key named.
+
+Each test module run uses its own FLWR_HOME and its own local-SuperLink ports, and stops
+the SuperLink it started, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from simulations.local_flower import flower_env, flwr_run, local_superlink_pids, stop_local_superlink
+
+pytestmark = pytest.mark.slow
+
+TINY = {"central-epochs": 4, "num-rounds": 2, "min-party-size": 10}
+PARTIES = 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def flower(tmp_path_factory):
+    home = tmp_path_factory.mktemp("flwr-home")
+    env = flower_env(
+        home=home,
+        extra={
+            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
+            "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
+        },
+    )
+    yield home, env
+    stop_local_superlink(home)
+    assert local_superlink_pids(home) == [], "local SuperLink still running after the tests"
+
+
+def _run(flower, tmp_path: Path, name: str, **config) -> tuple[int, str, Path]:
+    home, env = flower
+    out = tmp_path / "runs"
+    log = tmp_path / f"{name}.log"
+    proc = flwr_run({**TINY, **config, "output-dir": str(out), "run-name": name},
+                    num_supernodes=PARTIES, log_path=log, env=env, timeout=420)
+    return proc.returncode, log.read_text(), out / f"{name}.json"
+
+
+def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
+    code, log, path = _run(flower, tmp_path, "oneshot", strategy="one-shot-mixup")
+    assert code == 0, log[-3000:]
+    summary = json.loads(path.read_text())
+    assert summary["strategy"] == "one-shot-mixup"
+    assert summary["num_parties"] == PARTIES
+    assert summary["rounds"] == 1
+    assert summary["privacy"]["release_mode"] == "once"
+    assert summary["privacy"]["noise_mode"] == "clamped"
+    parties = summary["parties"]
+    assert sorted(p["partition-id"] for p in parties) == list(range(PARTIES))
+    # The union holds every party's release, row for row: digits has 1,438 training
+    # samples after the fixed 20 % test split, shared by the parties.
+    assert summary["union"]["train_rows"] == sum(p["num-examples"] for p in parties)
+    assert summary["union"]["train_rows"] + summary["union"]["val_rows"] == 1438
+    assert summary["union"]["grow_events"] == 0
+    # Upload = the float32 release (64 inputs + 10 soft labels per row) plus small records.
+    release_bytes = 1438 * (64 + 10) * 4
+    assert release_bytes < summary["communication"]["bytes_uploaded"] < release_bytes * 1.05
+    assert summary["communication"]["bytes_downloaded"] < 2000  # queries carry no model
+    assert 0.5 < summary["result"]["test_accuracy"] <= 1.0
+    assert 1 <= summary["result"]["selected_epoch"] <= TINY["central-epochs"]
+    assert summary["privacy"]["tau"] == 1e-6
+    assert summary["privacy"]["snr_pc1"]["mean"] > 0
+    assert "tau vs measured SNR" in log
+
+
+def test_fedprox_runs_end_to_end(flower, tmp_path):
+    code, log, path = _run(flower, tmp_path, "fedprox", strategy="fedprox")
+    assert code == 0, log[-3000:]
+    summary = json.loads(path.read_text())
+    assert summary["strategy"] == "fedprox"
+    assert summary["rounds"] == TINY["num-rounds"]
+    history = summary["history"]
+    assert [h["round"] for h in history] == [1, 2]
+    assert all({"val_loss", "test_accuracy", "train_loss"} <= set(h) for h in history)
+    best = min(history, key=lambda h: h["val_loss"])
+    assert summary["result"]["selected_round"] == best["round"]
+    assert summary["result"]["test_accuracy"] == best["test_accuracy"]
+    # Each round sends the model to every party twice (train, evaluate) and gets it back once.
+    comm = summary["communication"]
+    assert comm["bytes_downloaded"] == pytest.approx(2 * comm["bytes_uploaded"], rel=0.01)
+    assert 0.1 < summary["result"]["test_accuracy"] <= 1.0
+
+
+def test_bad_run_config_value_names_the_key(flower, tmp_path):
+    code, log, path = _run(flower, tmp_path, "bad", strategy="one-shot-mixup", beta=-1.0)
+    assert not path.exists()
+    assert "run config key 'beta'" in log
