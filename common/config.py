@@ -30,6 +30,7 @@ class RunConfig(BaseModel):
         frozen=True,
         populate_by_name=True,
         alias_generator=lambda name: name.replace("_", "-"),
+        allow_inf_nan=False,  # tau = inf would silently switch the noise off
     )
 
     # What to run.
@@ -82,7 +83,9 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the server trains")
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies per round")
     output_dir: str = Field(
-        "~/mixup-fl-runs", description="absolute folder (~ allowed) for run summaries"
+        "~/mixup-fl-runs",
+        description="absolute folder (~ allowed) for run summaries",
+        validate_default=True,  # expand the default's ~ too
     )
     run_name: str = Field("", description="name of the run's summary file; empty = generated")
 
