@@ -17,12 +17,8 @@ import json
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib
 
 from simulations.local_flower import flower_env, flwr_run
 

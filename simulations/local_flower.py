@@ -128,11 +128,10 @@ def stop_local_superlink(home: Path, *, grace: float = 10.0) -> int:
     SuperLinks were stopped."""
     pids = local_superlink_pids(home)
     for pid in pids:
-        for sig in (signal.SIGTERM,):
-            try:
-                os.killpg(os.getpgid(pid), sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
         time.sleep(0.2)
