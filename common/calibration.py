@@ -16,6 +16,7 @@ least ``r^2 T_i`` with ``T_i = sum_l (W^-1)_il^2 w_l2^2``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,9 @@ import torch
 
 __all__ = [
     "DataStatistics",
+    "MF_FORMULAS",
     "data_statistics",
+    "streamed_statistics",
     "noise_multiplier",
     "noise_radius",
     "theorem1_bound",
@@ -56,12 +59,21 @@ class DataStatistics:
     num_pairs: int
 
 
-def noise_multiplier(*, tau: float, alpha: float, dim: int, c: float) -> float:
+MF_FORMULAS = ("paper", "paper-code")
+
+
+def noise_multiplier(*, tau: float, alpha: float, dim: int, c: float, formula: str = "paper") -> float:
     """Return Theorem 2's ``m_f = sqrt(d / (2c) * (alpha^2 / (tau (1-alpha)^2) - 1))``.
+
+    ``formula = "paper-code"`` returns what the authors' public code computes instead,
+    ``sqrt(1 / (2c) * (...))``: the same expression without the ``sqrt(d)`` factor, hence a
+    radius ``sqrt(d)`` times smaller (388x for 3x224x224 images) and no Theorem 2 guarantee.
 
     Returns 0 when the bracket is ``<= 0``: then even noiseless mixing already keeps the
     directional SNR below ``tau``.
     """
+    if formula not in MF_FORMULAS:
+        raise ValueError(f"formula must be one of {MF_FORMULAS}, got {formula!r}")
     if not tau > 0:
         raise ValueError(f"tau must be > 0, got {tau}")
     if not 0 < alpha < 1:
@@ -73,7 +85,8 @@ def noise_multiplier(*, tau: float, alpha: float, dim: int, c: float) -> float:
     bracket = alpha**2 / (tau * (1 - alpha) ** 2) - 1
     if bracket <= 0:
         return 0.0
-    return math.sqrt(dim / (2 * c) * bracket)
+    scale = dim if formula == "paper" else 1
+    return math.sqrt(scale / (2 * c) * bracket)
 
 
 def data_statistics(
@@ -95,16 +108,7 @@ def data_statistics(
     flat = x.reshape(n, -1).to(torch.float64)
     centred = flat - flat.mean(dim=0, keepdim=True)
     v = float((centred * centred).sum(dim=1).mean())
-    if n * (n - 1) <= num_pairs:
-        i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
-        keep = i != j
-        i, j = i[keep], j[keep]
-    else:
-        gen = generator if generator is not None else torch.Generator().manual_seed(0)
-        i = torch.randint(0, n, (num_pairs,), generator=gen)
-        # j uniform among the n - 1 indices other than i.
-        j = torch.randint(0, n - 1, (num_pairs,), generator=gen)
-        j = j + (j >= i).long()
+    i, j = _pairs(n, num_pairs, generator)
     i, j = i.to(flat.device), j.to(flat.device)
     dists = torch.cat([
         torch.linalg.vector_norm(flat[i[s : s + 4096]] - flat[j[s : s + 4096]], dim=1)
@@ -114,6 +118,60 @@ def data_statistics(
     if v <= 0 or d_mean <= 0:
         raise ValueError("data has zero variance: all samples are identical")
     return DataStatistics(V=v, D=d_mean, c=d_mean**2 / (2 * v), dim=flat.shape[1], num_pairs=int(i.numel()))
+
+
+def streamed_statistics(
+    num_rows: int,
+    rows: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    num_pairs: int = 20_000,
+    generator: torch.Generator | None = None,
+    batch_size: int = 256,
+) -> DataStatistics:
+    """:func:`data_statistics` for data too large to hold at once (images at 224x224).
+
+    ``rows(idx)`` returns the flattened or unflattened rows ``idx`` (a CPU LongTensor),
+    e.g. preprocessed on a GPU. ``V = mean ||x||^2 - ||mean x||^2`` is accumulated in
+    float64 over one pass; ``D`` averages ``||x_i - x_j||`` over the same uniformly drawn
+    pairs ``i != j`` as :func:`data_statistics` (all ordered pairs when there are at most
+    ``num_pairs``), fetched ``batch_size`` pairs at a time.
+    """
+    n = num_rows
+    if n < 2:
+        raise ValueError(f"statistics need at least 2 samples, got {n}")
+    total, total_sq, dim = None, 0.0, 0
+    for start in range(0, n, batch_size):
+        block = rows(torch.arange(start, min(start + batch_size, n)))
+        flat = block.reshape(block.shape[0], -1).to(torch.float64)
+        dim = flat.shape[1]
+        part = flat.sum(dim=0)
+        total = part if total is None else total + part
+        total_sq += float((flat * flat).sum())
+    mean = total / n
+    v = total_sq / n - float(mean @ mean)
+    i, j = _pairs(n, num_pairs, generator)
+    dist_sum = 0.0
+    for start in range(0, i.numel(), batch_size):
+        a = rows(i[start : start + batch_size]).reshape(-1, dim).to(torch.float64)
+        b = rows(j[start : start + batch_size]).reshape(-1, dim).to(torch.float64)
+        dist_sum += float(torch.linalg.vector_norm(a - b, dim=1).sum())
+    d_mean = dist_sum / i.numel()
+    if v <= 0 or d_mean <= 0:
+        raise ValueError("data has zero variance: all samples are identical")
+    return DataStatistics(V=v, D=d_mean, c=d_mean**2 / (2 * v), dim=dim, num_pairs=int(i.numel()))
+
+
+def _pairs(n: int, num_pairs: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs ``i != j``: all ordered pairs if at most ``num_pairs``, else uniform draws."""
+    if n * (n - 1) <= num_pairs:
+        i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")
+        keep = i != j
+        return i[keep], j[keep]
+    gen = generator if generator is not None else torch.Generator().manual_seed(0)
+    i = torch.randint(0, n, (num_pairs,), generator=gen)
+    # j uniform among the n - 1 indices other than i.
+    j = torch.randint(0, n - 1, (num_pairs,), generator=gen)
+    return i, j + (j >= i).long()
 
 
 def noise_radius(

@@ -37,10 +37,13 @@ class RunConfig(BaseModel):
     strategy: Literal["one-shot-mixup", "fedprox", "fedavg"] = Field(
         "one-shot-mixup", description="one-shot singularized mixup, or iterative FedProx / FedAvg"
     )
-    dataset: Literal["digits"] = Field(
-        "digits", description="data set; 'digits' is scikit-learn's bundled 8x8 digits"
+    dataset: Literal["digits", "mnist", "cifar10", "cifar100", "tiny-imagenet"] = Field(
+        "digits", description="data set; 'digits' is scikit-learn's bundled 8x8 digits (offline)"
     )
-    data_dir: str = Field("", description="folder of local data set copies (unused by digits)")
+    data_dir: str = Field(
+        "", description="absolute folder holding torchvision's layout / tiny-imagenet-200 (unused by digits)"
+    )
+    download: bool = Field(False, description="let torchvision download MNIST/CIFAR into data-dir if absent")
     test_fraction: float = Field(
         0.2, gt=0, lt=1, description="share of a data set without official test split held out as test set"
     )
@@ -67,7 +70,35 @@ class RunConfig(BaseModel):
     secure_rng: bool = Field(
         False, description="draw the mixing randomness from a secrets-seeded generator (deployment)"
     )
+    mf_formula: Literal["paper", "paper-code"] = Field(
+        "paper", description="Theorem 2's m_f, or the authors' code (no sqrt(d) factor)"
+    )
+    upload_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="dtype of the uploaded mixed inputs (soft labels stay float32)"
+    )
     central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
+
+    # Frozen backbone (appendix E); 'none' trains on raw inputs.
+    backbone: Literal["none", "resnet18", "resnet50"] = Field(
+        "none", description="frozen ImageNet feature extractor, or raw inputs"
+    )
+    backbone_weights: str = Field(
+        "IMAGENET1K_V1",
+        description="torchvision enum name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), absolute .pth path, or 'none' (random init)",
+    )
+    feature_pool: Literal["flatten", "avg"] = Field(
+        "flatten", description="flatten layer4 (512x7x7 = 25,088 for ResNet-18) or average it"
+    )
+    image_size: int = Field(224, ge=32, le=1024, description="side images are resized to before the backbone")
+    feature_cache_dir: str = Field(
+        "~/mixup-fl-cache",
+        description="absolute folder (~ allowed) of extracted features, shared by all parties",
+        validate_default=True,
+    )
+    extract_batch_size: int = Field(256, ge=1, description="images per backbone forward pass")
+    radius_sample: int = Field(
+        256, ge=2, description="images per party used to measure the feature displacement ||f(x+e) - f(x)||"
+    )
 
     # Iterative federated learning.
     num_rounds: int = Field(50, ge=1, description="FedProx/FedAvg rounds")
@@ -80,7 +111,9 @@ class RunConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
 
     # Execution and outputs.
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the server trains")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="where the server trains and parties extract, mix and train"
+    )
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies per round")
     output_dir: str = Field(
         "~/mixup-fl-runs",
@@ -89,7 +122,7 @@ class RunConfig(BaseModel):
     )
     run_name: str = Field("", description="name of the run's summary file; empty = generated")
 
-    @field_validator("output_dir")
+    @field_validator("output_dir", "feature_cache_dir")
     @classmethod
     def _absolute_output_dir(cls, value: str) -> str:
         expanded = os.path.expanduser(value)
@@ -98,6 +131,25 @@ class RunConfig(BaseModel):
                 "must be an absolute path (the ServerApp does not run in the project folder)"
             )
         return expanded
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: str) -> str:
+        expanded = os.path.expanduser(value)
+        if value and not os.path.isabs(expanded):
+            raise ValueError("must be an absolute path (the apps do not run in the project folder)")
+        return expanded
+
+    @field_validator("backbone_weights")
+    @classmethod
+    def _known_weights(cls, value: str) -> str:
+        expanded = os.path.expanduser(value)
+        if value in ("none", "IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT") or os.path.isabs(expanded):
+            return value if not os.path.isabs(expanded) else expanded
+        raise ValueError(
+            "must be a torchvision weight enum name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), "
+            "an absolute path to a state_dict file, or 'none' for random initialisation"
+        )
 
     @field_validator("run_name")
     @classmethod
@@ -110,11 +162,22 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.partitioner == "dirichlet" and self.rho != 1.0:
             raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
+        if self.dataset == "digits" and self.backbone != "none":
+            raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
+        if self.dataset != "digits" and not self.data_dir and not self.download:
+            raise ValueError(
+                f"data-dir: {self.dataset} is read from a local copy; set data-dir to its absolute "
+                "folder, or download = true on a machine with internet"
+            )
         return self
 
     @property
     def clamp_partner(self) -> bool:
         return self.noise_mode == "clamped"
+
+    @property
+    def uses_backbone(self) -> bool:
+        return self.backbone != "none"
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -62,8 +62,9 @@ class MixupRelease:
         Column 0 weighs the sample itself, column 1 its noisy partner.
     radius : float
         Norm ``r`` of every noise vector ``e_i``.
-    clamp : tuple[float, float] | None
-        Range the noisy partner was clipped to, ``None`` in strict mode.
+    clamp : tuple | None
+        Range the noisy partner was clipped to (floats, or per-coordinate vectors),
+        ``None`` in strict mode.
     """
 
     x: torch.Tensor
@@ -71,7 +72,7 @@ class MixupRelease:
     partner: torch.Tensor
     weights: torch.Tensor
     radius: float
-    clamp: tuple[float, float] | None
+    clamp: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] | None
 
 
 def secure_generator(device: torch.device | str = "cpu") -> torch.Generator:
@@ -137,7 +138,7 @@ def singularized_mixup(
     radius: float,
     alpha: float,
     generator: torch.Generator | None = None,
-    clamp: tuple[float, float] | None = None,
+    clamp: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] | None = None,
     num_classes: int | None = None,
 ) -> MixupRelease:
     """Apply Algorithm 1 once to one party's private data.
@@ -159,9 +160,11 @@ def singularized_mixup(
     generator : torch.Generator, optional
         Source of randomness, on ``x``'s device. ``None`` seeds a new generator from
         :mod:`secrets` (deployment); pass a seeded one only for simulation and tests.
-    clamp : (float, float), optional
-        Clip ``x_pi(i) + e_i`` to ``[lo, hi]`` before mixing (the authors' code). ``None``
-        is the strict mechanism that Theorems 1-2 analyse.
+    clamp : (lo, hi), optional
+        Clip ``x_pi(i) + e_i`` to ``[lo, hi]`` before mixing (the authors' code). ``lo`` and
+        ``hi`` are floats, or vectors of length ``d`` giving every flattened coordinate its
+        own range (normalised images: one range per channel). ``None`` is the strict
+        mechanism that Theorems 1-2 analyse.
     num_classes : int, optional
         Number of classes when ``y`` holds class indices.
 
@@ -184,8 +187,7 @@ def singularized_mixup(
     if not math.isfinite(radius) or radius < 0:
         raise ValueError(f"radius must be a finite number >= 0, got {radius}")
     _check_alpha(alpha)
-    if clamp is not None and not clamp[0] < clamp[1]:
-        raise ValueError(f"clamp must be (lo, hi) with lo < hi, got {clamp}")
+    clamp = _check_clamp(clamp, dim=int(x[0].numel()), device=x.device, dtype=x.dtype)
     soft = _as_soft_labels(y, n=n, num_classes=num_classes, device=x.device)
 
     device = x.device
@@ -227,8 +229,26 @@ def singularized_mixup(
         partner=partner,
         weights=weights,
         radius=float(radius),
-        clamp=None if clamp is None else (float(clamp[0]), float(clamp[1])),
+        clamp=clamp,
     )
+
+
+def _check_clamp(clamp, *, dim: int, device: torch.device, dtype: torch.dtype):
+    """Validate ``(lo, hi)``: floats stay floats, vectors become ``(d,)`` tensors on ``device``."""
+    if clamp is None:
+        return None
+    lo, hi = clamp
+    if isinstance(lo, torch.Tensor) or isinstance(hi, torch.Tensor):
+        lo_t = torch.as_tensor(lo, dtype=dtype, device=device).reshape(-1)
+        hi_t = torch.as_tensor(hi, dtype=dtype, device=device).reshape(-1)
+        if lo_t.numel() != dim or hi_t.numel() != dim:
+            raise ValueError(f"per-coordinate clamp needs {dim} values, got {lo_t.numel()} and {hi_t.numel()}")
+        if not bool((lo_t < hi_t).all()):
+            raise ValueError("clamp must satisfy lo < hi in every coordinate")
+        return lo_t, hi_t
+    if not float(lo) < float(hi):
+        raise ValueError(f"clamp must be (lo, hi) with lo < hi, got {clamp}")
+    return float(lo), float(hi)
 
 
 def _check_alpha(alpha: float) -> None:

@@ -1,0 +1,211 @@
+"""Frozen ImageNet backbones with their classification head removed (appendix E).
+
+``resnet18`` / ``resnet50`` keep torchvision's layers up to ``layer4``; the output map
+(``512 x 7 x 7`` resp. ``2048 x 7 x 7`` at 224 px) is either flattened (``"flatten"``:
+25,088 features for ResNet-18, as the paper's classifier expects) or averaged over space
+(``"avg"``: 512 resp. 2,048). Parameters never receive gradients and BatchNorm stays in
+eval mode: the backbone is a public, fixed map, not part of the privacy mechanism.
+
+Weights come from exactly one declared source, and :class:`BackboneWeights` records which:
+
+* a torchvision weight enum name (``"IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``, ``"DEFAULT"``),
+  read from torch's hub cache or downloaded there;
+* an absolute path to a local ``state_dict`` file (``torch.save``), e.g. the hub file copied
+  from a machine with internet;
+* ``"none"``: random initialisation, only when asked for by name.
+
+Nothing falls back silently: a missing file or a failed download is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+__all__ = [
+    "BACKBONES",
+    "BackboneError",
+    "BackboneWeights",
+    "FrozenBackbone",
+    "build_backbone",
+    "feature_dim",
+]
+
+BACKBONES = ("resnet18", "resnet50")
+WEIGHT_ENUM_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
+_CONSTRUCTORS = {
+    "resnet18": (models.resnet18, models.ResNet18_Weights, 512),
+    "resnet50": (models.resnet50, models.ResNet50_Weights, 2048),
+}
+
+
+class BackboneError(RuntimeError):
+    """A backbone or its weights cannot be provided as configured."""
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Where a backbone's weights came from; goes into every run summary."""
+
+    source: str  # "torchvision-enum" | "local-file" | "random-init"
+    name: str  # enum name, file path, or "none"
+    sha256: str  # of the loaded state_dict's tensors ("" for random init)
+    url: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @property
+    def tag(self) -> str:
+        """Short identity for cache keys: the same weights give the same tag."""
+        return "random" if self.source == "random-init" else self.sha256[:16]
+
+
+def feature_dim(backbone: str, pool: str, image_size: int) -> int:
+    """Length of a feature vector: ``C * s * s`` with ``s = ceil(image_size / 32)`` for
+    ``"flatten"``, ``C`` for ``"avg"``."""
+    channels = _CONSTRUCTORS[backbone][2]
+    if pool == "avg":
+        return channels
+    side = _layer4_side(image_size)
+    return channels * side * side
+
+
+def _layer4_side(image_size: int) -> int:
+    side = image_size
+    for _ in range(5):  # conv1 stride 2, maxpool, layer2-4 strides: five halvings (ceil)
+        side = (side + 1) // 2
+    return side
+
+
+class FrozenBackbone(nn.Module):
+    """``conv1 ... layer4`` of a torchvision ResNet followed by the chosen pooling."""
+
+    def __init__(self, resnet: nn.Module, *, pool: str) -> None:
+        super().__init__()
+        if pool not in ("flatten", "avg"):
+            raise ValueError(f"pool must be 'flatten' or 'avg', got {pool!r}")
+        self.body = nn.Sequential(
+            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,
+        )
+        self.pool = pool
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FrozenBackbone:  # noqa: ARG002 - always frozen
+        # BatchNorm must keep ImageNet running statistics whatever the caller asks.
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        maps = self.body(images)
+        if self.pool == "avg":
+            return maps.mean(dim=(2, 3))
+        return maps.flatten(1)
+
+
+def _state_dict_digest(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(tensor.numpy().tobytes() if tensor.dtype != torch.bfloat16 else tensor.view(torch.int16).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load_local_file(path: str) -> dict[str, torch.Tensor]:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BackboneError(
+            f"backbone-weights = {path!r}: no such file. Give the absolute path of a state_dict "
+            "saved with torch.save (e.g. torchvision's hub file resnet18-f37072fd.pth), an enum "
+            f"name {WEIGHT_ENUM_NAMES}, or 'none' for random initialisation."
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling problem is reported with the path
+        raise BackboneError(f"backbone-weights = {path!r}: cannot read a state_dict: {err}") from err
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"backbone-weights = {path!r}: file holds no state_dict of tensors")
+    return state
+
+
+def _load_enum(backbone: str, enum_name: str) -> tuple[dict[str, torch.Tensor], str]:
+    enum = _CONSTRUCTORS[backbone][1]
+    weights = getattr(enum, enum_name)
+    hub = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    try:
+        return weights.get_state_dict(progress=False, check_hash=True), weights.url
+    except Exception as err:  # noqa: BLE001 - network errors come in many types
+        raise BackboneError(
+            f"cannot obtain torchvision weights {enum.__name__}.{enum_name}: {err}. "
+            f"Without internet, copy {os.path.basename(weights.url)} (from {weights.url}) to {hub}, "
+            "or set backbone-weights to the absolute path of that file."
+        ) from err
+
+
+def build_backbone(
+    *, name: str, weights: str, pool: str, device: torch.device | str = "cpu"
+) -> tuple[FrozenBackbone, BackboneWeights]:
+    """Build a frozen feature extractor and describe its weights.
+
+    Parameters
+    ----------
+    name : {"resnet18", "resnet50"}
+    weights : str
+        A torchvision enum name, an absolute path to a state_dict file, or ``"none"``.
+    pool : {"flatten", "avg"}
+    device : torch device
+
+    Raises
+    ------
+    BackboneError
+        Unknown backbone, unreadable file, weights that do not fit the architecture (other
+        than the removed ``fc`` head), or enum weights that are neither cached nor
+        downloadable.
+    """
+    if name not in _CONSTRUCTORS:
+        raise BackboneError(f"unknown backbone {name!r}; available: {BACKBONES}")
+    constructor = _CONSTRUCTORS[name][0]
+    resnet = constructor(weights=None)
+    if weights == "none":
+        info = BackboneWeights(source="random-init", name="none", sha256="")
+    else:
+        if weights in WEIGHT_ENUM_NAMES:
+            state, url = _load_enum(name, weights)
+            source = "torchvision-enum"
+        elif os.path.isabs(os.path.expanduser(weights)):
+            state, url = _load_local_file(weights), ""
+            source = "local-file"
+        else:
+            raise BackboneError(
+                f"backbone-weights = {weights!r}: expected one of {WEIGHT_ENUM_NAMES}, an absolute "
+                "file path, or 'none'"
+            )
+        # The head is removed anyway: a headless file is as good as a full one.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        try:
+            missing, unexpected = resnet.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches
+            raise BackboneError(
+                f"backbone-weights = {weights!r} do not fit {name}: {str(err).splitlines()[1:3]}"
+            ) from None
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise BackboneError(
+                f"backbone-weights = {weights!r} do not fit {name}: "
+                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+                f"unexpected {list(unexpected)[:5]}{'...' if len(unexpected) > 5 else ''}"
+            )
+        info = BackboneWeights(source=source, name=weights, sha256=_state_dict_digest(state), url=url)
+    backbone = FrozenBackbone(resnet, pool=pool).to(device)
+    return backbone, info

@@ -1,0 +1,179 @@
+"""What a model sees of a data set: raw rows, normalised images, or backbone features.
+
+* vector data (digits): the stored rows, unchanged.
+* images with ``backbone = "none"``: normalised at native size (Table 7 statistics), flattened.
+* images with a backbone: features of the frozen backbone on the images resized to
+  ``image-size``, from the shared on-disk cache (:mod:`features.cache`).
+
+Both the ClientApp (its rows of the training split) and the ServerApp (the test split) go
+through :func:`split_inputs`, so the two always agree on the input space.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from common.config import RunConfig
+from common.preprocess import NORMALISATION, ImagePreprocessing, channel_bounds
+from features.backbones import BackboneWeights, FrozenBackbone, build_backbone, feature_dim
+from features.cache import CacheResult, FeatureKey, cached_features, data_fingerprint
+from features.extraction import extract_features
+from loaders import LabelledSplits
+
+__all__ = [
+    "describe_inputs",
+    "input_bounds",
+    "load_backbone",
+    "preprocessing_for",
+    "resolve_device",
+    "split_features",
+    "split_inputs",
+]
+
+log = logging.getLogger("flwr.mixupfl.features")
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU is an error."""
+    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device = 'cuda' but no CUDA device is visible to this process")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def preprocessing_for(cfg: RunConfig, data: LabelledSplits) -> ImagePreprocessing | None:
+    """The image map of appendix E for this run; ``None`` for vector data."""
+    if data.kind != "image":
+        return None
+    mean, std = NORMALISATION[data.name]
+    if cfg.uses_backbone:
+        return ImagePreprocessing(mean=mean, std=std, size=cfg.image_size, channels=3)
+    return ImagePreprocessing(mean=mean, std=std)
+
+
+def input_bounds(cfg: RunConfig, data: LabelledSplits):
+    """Valid range of each model-input coordinate, for the clamped mode of raw inputs.
+
+    Floats for vector data, per-coordinate vectors for normalised raw images, ``None`` for
+    backbone features (the clamp then acts in image space, in the radius mapping).
+    """
+    if cfg.uses_backbone:
+        return None
+    pre = preprocessing_for(cfg, data)
+    if pre is None:
+        return data.valid_range
+    return channel_bounds(pre, tuple(data.train_x.shape[1:]))
+
+
+@lru_cache(maxsize=2)
+def load_backbone(name: str, weights: str, pool: str, device: str) -> tuple[FrozenBackbone, BackboneWeights]:
+    """One frozen backbone per process and configuration (simulated parties share it)."""
+    backbone, info = build_backbone(name=name, weights=weights, pool=pool, device=device)
+    log.info("backbone %s (%s pooling), weights: %s %s", name, pool, info.source, info.name)
+    return backbone, info
+
+
+def _split(data: LabelledSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if split == "train":
+        return data.train_x, data.train_y
+    if split == "test":
+        return data.test_x, data.test_y
+    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+
+
+def split_features(cfg: RunConfig, data: LabelledSplits, split: str, *, device: torch.device) -> CacheResult:
+    """Backbone features of a whole split, extracted once and cached on disk."""
+    if not cfg.uses_backbone:
+        raise ValueError("split_features needs a backbone")
+    images, labels = _split(data, split)
+    backbone, weights = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+    key = FeatureKey(
+        dataset=data.name,
+        split=split,
+        backbone=cfg.backbone,
+        weights_tag=weights.tag,
+        pool=cfg.feature_pool,
+        image_size=cfg.image_size,
+        fingerprint=data_fingerprint(images, labels),
+    )
+    pre = preprocessing_for(cfg, data)
+
+    def extract(out: np.ndarray) -> dict:
+        log.info("extracting %s/%s features (%d images) on %s", data.name, split, images.shape[0], device)
+        facts = extract_features(
+            images,
+            backbone=backbone,
+            preprocessing=pre,
+            out=out,
+            device=device,
+            batch_size=cfg.extract_batch_size,
+            desc=f"{data.name}/{split} {cfg.backbone}",
+        )
+        log.info("extracted %d images at %.0f img/s", images.shape[0], facts["images_per_second"])
+        return {**facts, "weights": weights.as_dict()}
+
+    dim = feature_dim(cfg.backbone, cfg.feature_pool, cfg.image_size)
+    return cached_features(key, cache_dir=cfg.feature_cache_dir, rows=images.shape[0], dim=dim, extract=extract)
+
+
+def split_inputs(
+    cfg: RunConfig,
+    data: LabelledSplits,
+    split: str,
+    *,
+    device: torch.device,
+    rows: np.ndarray | None = None,
+) -> torch.Tensor:
+    """Model inputs of ``split`` (all rows, or ``rows``), on the CPU.
+
+    float32 rows for vector data and raw images; float16 for backbone features (the cache's
+    dtype: cast to float32 where arithmetic needs it).
+    """
+    images, _ = _split(data, split)
+    index = slice(None) if rows is None else np.asarray(rows)
+    if data.kind != "image":
+        return images[index]
+    if cfg.uses_backbone:
+        cache = split_features(cfg, data, split, device=device)
+        return torch.from_numpy(np.ascontiguousarray(cache.features[index]))
+    pre = preprocessing_for(cfg, data)
+    selected = images[index]
+    out = torch.empty((selected.shape[0], int(np.prod(pre.output_shape(tuple(images.shape[1:]))))))
+    for start in range(0, selected.shape[0], 4096):
+        block = pre(selected[start : start + 4096])
+        out[start : start + block.shape[0]] = block.reshape(block.shape[0], -1)
+    return out
+
+
+def describe_inputs(cfg: RunConfig, data: LabelledSplits, *, input_dim: int, device: torch.device) -> dict:
+    """What the models were trained on, for the run summary: data, preprocessing, backbone
+    and the exact weights it used (source, name, SHA-256 of the tensors)."""
+    pre = preprocessing_for(cfg, data)
+    described: dict = {
+        "dataset": data.name,
+        "kind": data.kind,
+        "train_rows": int(data.train_x.shape[0]),
+        "test_rows": int(data.test_x.shape[0]),
+        "num_classes": data.num_classes,
+        "input_dim": input_dim,
+        "backbone": cfg.backbone,
+        "preprocessing": None if pre is None else {
+            "mean": list(pre.mean), "std": list(pre.std), "size": pre.size, "channels": pre.channels,
+            "table": "paper Table 7" if data.name != "digits" else "identity (digits is not in the paper)",
+        },
+    }
+    if cfg.uses_backbone:
+        _, weights = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+        described.update(
+            backbone_weights=weights.as_dict(),
+            feature_pool=cfg.feature_pool,
+            image_size=cfg.image_size,
+            feature_cache_dir=cfg.feature_cache_dir,
+            frozen=True,
+        )
+    return described
