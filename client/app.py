@@ -1,9 +1,10 @@
 """The ClientApp. Thin: it reads the party's data, calls ``common`` and packs messages.
 
 * ``query``: one-shot singularized mixup. Calibrates ``r`` from the party's own data
-  (Theorem 2), applies Algorithm 1 once to the training part and once to the held-out
-  validation part (disjoint private samples), and replies with both releases in one
-  ArrayRecord plus counts, calibration figures and the measured directional SNR.
+  (Theorem 2; in image space, then mapped to features, when a backbone is used), applies
+  Algorithm 1 once to the training part and once to the held-out validation part (disjoint
+  private samples), and replies with both releases in one ArrayRecord (mixed inputs in
+  ``upload-dtype``) plus counts, calibration figures and the measured directional SNR.
 * ``train``: a FedProx (or FedAvg, ``mu = 0``) local update with the squared proximal term.
 * ``evaluate``: the global model on the party's clean validation part, used by the server
   to select a round; the test set is only ever touched by the server.
@@ -11,19 +12,16 @@
 
 from __future__ import annotations
 
-import time
-
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from client.party import STREAM_MIXUP, STREAM_STATS, STREAM_TRAIN, PartyData, derive_seed, load_party
-from common.calibration import data_statistics, noise_multiplier
+from client.party import STREAM_TRAIN, PartyData, derive_seed, load_party
+from client.release import make_release, to_upload_dtype
 from common.config import RunConfig, parse_run_config
-from common.leakage import measure_release_snr
-from common.mixup import singularized_mixup
 from common.model import MixupClassifier
 from common.training import cosine_lr, evaluate as evaluate_model, train_local
+from features.pipeline import resolve_device
 
 # Simulated parties share the machine's cores: one thread each avoids oversubscription.
 torch.set_num_threads(1)
@@ -38,65 +36,30 @@ def _party(context: Context) -> tuple[RunConfig, PartyData]:
     return cfg, load_party(cfg, pid, num)
 
 
-def _mixing_generator(cfg: RunConfig, party: PartyData) -> torch.Generator | None:
-    if cfg.secure_rng:
-        return None  # singularized_mixup seeds from `secrets`
-    return torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, STREAM_MIXUP))
-
-
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Produce this party's one-shot release."""
-    started = time.perf_counter()
+    """Produce this party's one-shot release (see :mod:`client.release`)."""
     cfg, party = _party(context)
-    stats = data_statistics(
-        party.train_x,
-        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, STREAM_STATS)),
-    )
-    m_f = noise_multiplier(tau=cfg.tau, alpha=cfg.alpha, dim=stats.dim, c=stats.c)
-    radius = m_f * stats.D
-    clamp = party.valid_range if cfg.clamp_partner else None
-    generator = _mixing_generator(cfg, party)
-    common = dict(radius=radius, alpha=cfg.alpha, generator=generator, clamp=clamp, num_classes=party.num_classes)
-    release = singularized_mixup(party.train_x, party.train_y, **common)
-    val_release = singularized_mixup(party.val_x, party.val_y, **common)
-    snr = measure_release_snr(party.train_x, release, alpha=cfg.alpha)
-
+    made = make_release(cfg, party, device=resolve_device(cfg.device))
     arrays = ArrayRecord(
         {
-            "x": _array(release.x),
-            "y": _array(release.y),
-            "val-x": _array(val_release.x),
-            "val-y": _array(val_release.y),
+            "x": _array(to_upload_dtype(made.train.x, cfg.upload_dtype)),
+            "y": _array(made.train.y.float()),
+            "val-x": _array(to_upload_dtype(made.val.x, cfg.upload_dtype)),
+            "val-y": _array(made.val.y.float()),
         }
     )
-    metrics = MetricRecord(
-        {
-            "partition-id": party.partition_id,
-            "num-examples": int(release.x.shape[0]),
-            "num-val": int(val_release.x.shape[0]),
-            "dim": stats.dim,
-            "num-classes": party.num_classes,
-            "stat-V": stats.V,
-            "stat-D": stats.D,
-            "stat-c": stats.c,
-            "noise-multiplier": m_f,
-            "radius": radius,
-            "mixing-seconds": time.perf_counter() - started,
-            **snr.as_metrics(),
-        }
-    )
-    return Message(RecordDict({"release": arrays, "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"release": arrays, "metrics": MetricRecord(made.metrics)}), reply_to=msg)
 
 
 def _array(tensor: torch.Tensor) -> Array:
     return Array(tensor.detach().cpu().contiguous().numpy())
 
 
-def _model(party: PartyData, msg: Message) -> MixupClassifier:
+def _model(cfg: RunConfig, party: PartyData, msg: Message) -> MixupClassifier:
     model = MixupClassifier(in_dim=int(party.train_x[0].numel()), num_classes=party.num_classes)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    return model
+    return model.to(resolve_device(cfg.device))
 
 
 @app.train()
@@ -107,7 +70,7 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])
     mu = float(config.get("proximal-mu", 0.0))  # FedAvg sends none
     lr = cosine_lr(cfg.lr, server_round - 1, cfg.num_rounds)
-    model = _model(party, msg)
+    model = _model(cfg, party, msg)
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, STREAM_TRAIN, server_round))
     loss = train_local(
         model,
@@ -122,7 +85,7 @@ def train(msg: Message, context: Context) -> Message:
     )
     content = RecordDict(
         {
-            "arrays": ArrayRecord(model.state_dict()),
+            "arrays": ArrayRecord(model.cpu().state_dict()),
             "metrics": MetricRecord({"num-examples": int(party.train_x.shape[0]), "train-loss": loss}),
         }
     )
@@ -132,8 +95,8 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and accuracy of the global model on this party's validation part."""
-    _, party = _party(context)
-    model = _model(party, msg)
+    cfg, party = _party(context)
+    model = _model(cfg, party, msg)
     loss, accuracy = evaluate_model(model, party.val_x, party.val_y)
     metrics = MetricRecord(
         {"num-examples": int(party.val_x.shape[0]), "val-loss": loss, "val-accuracy": accuracy}

@@ -11,11 +11,21 @@ import torch
 
 from common.config import RunConfig
 from common.partition import dirichlet_partition, size_skew_partition
+from features.pipeline import input_bounds, resolve_device, split_inputs
 from loaders import load_dataset
 
 
 @dataclass(frozen=True)
 class PartyData:
+    """One party's private data.
+
+    ``train_x`` / ``val_x`` are model inputs (raw rows, normalised images or backbone
+    features, see :mod:`features.pipeline`). ``train_images`` holds the stored pixels of the
+    training part when inputs are backbone features, because the noise is calibrated in
+    image space (``None`` otherwise). ``input_bounds`` is the valid range of each input
+    coordinate for the clamped mode, ``None`` for features.
+    """
+
     partition_id: int
     num_partitions: int
     train_x: torch.Tensor
@@ -23,7 +33,8 @@ class PartyData:
     val_x: torch.Tensor
     val_y: torch.Tensor
     num_classes: int
-    valid_range: tuple[float, float]
+    input_bounds: tuple | None
+    train_images: torch.Tensor | None = None
 
 
 def derive_seed(*parts: int) -> int:
@@ -32,7 +43,7 @@ def derive_seed(*parts: int) -> int:
 
 
 # Stream identifiers for derive_seed, so every use of the run seed draws independently.
-STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS = 1, 2, 3, 4
+STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS, STREAM_RADIUS = 1, 2, 3, 4, 5
 
 
 def partition_indices(cfg: RunConfig, labels: np.ndarray, num_partitions: int) -> list[np.ndarray]:
@@ -58,7 +69,7 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
     if cfg.partitioner == "size-skew" and cfg.poor_party >= num_partitions:
         raise ValueError(f"poor-party {cfg.poor_party} outside [0, {num_partitions})")
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
     labels = data.train_y.numpy()
     idx = partition_indices(cfg, labels, num_partitions)[partition_id]
     rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, STREAM_SPLIT))
@@ -67,13 +78,15 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
     val, train = np.sort(idx[:n_val]), np.sort(idx[n_val:])
     if train.size < 2:
         raise ValueError(f"party {partition_id} has {idx.size} samples: too few to hold out validation")
+    device = resolve_device(cfg.device)
     return PartyData(
         partition_id=partition_id,
         num_partitions=num_partitions,
-        train_x=data.train_x[train],
+        train_x=split_inputs(cfg, data, "train", device=device, rows=train),
         train_y=data.train_y[train],
-        val_x=data.train_x[val],
+        val_x=split_inputs(cfg, data, "train", device=device, rows=val),
         val_y=data.train_y[val],
         num_classes=data.num_classes,
-        valid_range=data.valid_range,
+        input_bounds=input_bounds(cfg, data),
+        train_images=data.train_x[train] if cfg.uses_backbone else None,
     )

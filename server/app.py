@@ -23,8 +23,10 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from common.config import ConfigError, RunConfig, parse_run_config
+from features.pipeline import describe_inputs, resolve_device, split_inputs
 from loaders import load_dataset
 from server.federated import run_federated
+from server.memory import MemoryProbe
 from server.metered_grid import MeteredGrid
 from server.one_shot import collect_releases, train_on_union
 from server.summary import mean_max, table_lines, write_json_atomic
@@ -32,14 +34,6 @@ from server.summary import mean_max, table_lines, write_json_atomic
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
 
 app = ServerApp()
-
-
-def _device(cfg: RunConfig) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device = 'cuda' but no CUDA device is visible to the ServerApp")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def _wait_for_nodes(grid: Grid, *, timeout: float, settle: float = 2.0) -> list[int]:
@@ -74,8 +68,12 @@ def main(grid: Grid, context: Context) -> None:
         for line in str(err).splitlines():
             log.error(line)
         raise SystemExit(f"invalid run config: {err}") from None
-    device = _device(cfg)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction)
+    device = resolve_device(cfg.device)
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    # The server evaluates on the test split in the parties' input space (features when a
+    # backbone is used: the test split's extraction is cached like the training split's).
+    test_x = split_inputs(cfg, data, "test", device=device).to(device)
+    test_y = data.test_y.to(device)
     metered = MeteredGrid(grid)
     node_ids = _wait_for_nodes(metered, timeout=cfg.round_timeout)
     log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
@@ -86,13 +84,16 @@ def main(grid: Grid, context: Context) -> None:
         "config": cfg.model_dump(by_alias=True),
         "started_utc": datetime.now(timezone.utc).isoformat(),
         "versions": {"flwr": flwr.__version__, "torch": torch.__version__, "python": platform.python_version()},
-        "server_device": str(device),
+        "server_device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "inputs": describe_inputs(cfg, data, input_dim=int(test_x[0].numel()), device=device),
     }
     if cfg.strategy == "one-shot-mixup":
-        collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout)
+        probe = MemoryProbe(device).start()
+        collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout, device=device)
         if not collected.party_metrics:
             raise RuntimeError(f"no party sent a release: {collected.failures}")
-        outcome = train_on_union(collected, cfg, data, device=device)
+        outcome = train_on_union(collected, cfg, test_x=test_x, test_y=test_y, device=device)
+        memory = probe.stop(union_bytes=collected.train.used_bytes + collected.val.used_bytes)
         parties = sorted(collected.party_metrics, key=lambda m: m["partition-id"])
         summary.update(
             rounds=1,
@@ -101,6 +102,10 @@ def main(grid: Grid, context: Context) -> None:
             privacy={
                 "release_mode": "once",
                 "noise_mode": cfg.noise_mode,
+                "mf_formula": cfg.mf_formula,
+                "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
+                if cfg.uses_backbone else "input space",
+                "image_radius": mean_max(m["image-radius"] for m in parties),
                 "mixing_randomness": "secrets-seeded" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
                 "tau": cfg.tau,
                 "alpha": cfg.alpha,
@@ -110,9 +115,10 @@ def main(grid: Grid, context: Context) -> None:
                 "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
                 "snr_random": mean_max(m["snr-random"] for m in parties),
                 "snr_bound_random": mean_max(m["snr-bound-random"] for m in parties),
-                "snr_note": "measured on each party's own release: energy of w1 (x - mean) over that of "
-                "the noisy partner term, along the party's first principal direction and random directions; "
-                "Theorem 2's bound holds for strict noise only",
+                "snr_note": "measured on each party's own release, in the space it was mixed in: energy of "
+                "w1 (x - mean) over that of the noisy partner term, along the party's first principal direction "
+                "and random directions; Theorem 2's bound holds for strict noise in the space it was calibrated in",
+                "upload_dtype": cfg.upload_dtype,
             },
             union={
                 "train_rows": collected.train.filled,
@@ -121,13 +127,18 @@ def main(grid: Grid, context: Context) -> None:
                 "buffer_used_bytes": collected.train.used_bytes + collected.val.used_bytes,
                 "grow_events": collected.train.grow_events + collected.val.grow_events,
                 "collect_seconds": collected.seconds,
+                "device": str(device),
+                "dtype": str(collected.train.x.dtype).removeprefix("torch."),
             },
+            memory=memory,
             parties=parties,
             failures=collected.failures,
             history=outcome["history"],
         )
     else:
-        outcome = run_federated(metered, cfg, data, node_ids, device=device)
+        outcome = run_federated(
+            metered, cfg, node_ids, test_x=test_x, test_y=test_y, num_classes=data.num_classes, device=device
+        )
         summary.update(
             rounds=cfg.num_rounds,
             result={**{k: v for k, v in outcome.items() if k != "history"},

@@ -12,14 +12,20 @@ from flwr.serverapp.strategy import FedAvg, FedProx
 from common.config import RunConfig
 from common.model import MixupClassifier
 from common.training import evaluate
-from loaders import LabelledSplits
 from server.metered_grid import MeteredGrid
 
 log = logging.getLogger("flwr.mixupfl.federated")  # child of flwr: shown in run logs
 
 
 def run_federated(
-    grid: MeteredGrid, cfg: RunConfig, data: LabelledSplits, node_ids: list[int], *, device: torch.device
+    grid: MeteredGrid,
+    cfg: RunConfig,
+    node_ids: list[int],
+    *,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    num_classes: int,
+    device: torch.device,
 ) -> dict:
     """Run ``cfg.num_rounds`` rounds of FedProx/FedAvg over all ``node_ids``.
 
@@ -29,7 +35,7 @@ def run_federated(
     set. The reported model is the round with the lowest size-weighted validation loss.
     """
     torch.manual_seed(cfg.seed)
-    model = MixupClassifier(in_dim=data.input_dim, num_classes=data.num_classes)
+    model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=num_classes)
     num = len(node_ids)
     common = dict(
         fraction_train=1.0,
@@ -43,11 +49,11 @@ def run_federated(
         strategy = FedProx(proximal_mu=cfg.proximal_mu, **common)
     else:
         strategy = FedAvg(**common)
-    eval_model = MixupClassifier(in_dim=data.input_dim, num_classes=data.num_classes).to(device)
+    eval_model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=num_classes).to(device)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         eval_model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(eval_model, data.test_x, data.test_y)
+        loss, acc = evaluate(eval_model, test_x, test_y)
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
     started = time.perf_counter()

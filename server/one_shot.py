@@ -12,7 +12,6 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from common.config import RunConfig
 from common.model import MixupClassifier
 from common.training import EpochRecord, evaluate, train_centralized
-from loaders import LabelledSplits
 from server.metered_grid import MeteredGrid
 from server.union import UnionBuffer
 
@@ -28,8 +27,14 @@ class Collected:
     seconds: float = 0.0
 
 
-def collect_releases(grid: MeteredGrid, node_ids: list[int], *, timeout: float) -> Collected:
-    """Send one ``query`` to every node and copy each release into the union on arrival."""
+def collect_releases(
+    grid: MeteredGrid, node_ids: list[int], *, timeout: float, device: torch.device | str = "cpu"
+) -> Collected:
+    """Send one ``query`` to every node and copy each release into the union on arrival.
+
+    The union lives on ``device`` (the training device): each reply is copied there once
+    and dropped, so host memory holds at most the reply being copied.
+    """
     started = time.perf_counter()
     request = ConfigRecord({"request": "singularized-mixup-release"})
     messages = [
@@ -37,8 +42,8 @@ def collect_releases(grid: MeteredGrid, node_ids: list[int], *, timeout: float) 
         for nid in node_ids
     ]
     collected = Collected(
-        train=UnionBuffer(expected_parties=len(node_ids)),
-        val=UnionBuffer(expected_parties=len(node_ids)),
+        train=UnionBuffer(expected_parties=len(node_ids), device=device),
+        val=UnionBuffer(expected_parties=len(node_ids), device=device),
     )
     for reply in grid.iter_replies(messages, timeout=timeout):
         node = reply.metadata.src_node_id
@@ -67,7 +72,12 @@ def collect_releases(grid: MeteredGrid, node_ids: list[int], *, timeout: float) 
 
 
 def train_on_union(
-    collected: Collected, cfg: RunConfig, test: LabelledSplits, *, device: torch.device
+    collected: Collected,
+    cfg: RunConfig,
+    *,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    device: torch.device,
 ) -> dict:
     """Train the appendix-E classifier on the union; select the epoch on held-out releases."""
     torch.manual_seed(cfg.seed)
@@ -97,11 +107,11 @@ def train_on_union(
         on_epoch=progress,
     )
     train_seconds = time.perf_counter() - started
-    test_loss, test_acc = evaluate(model, test.test_x, test.test_y)
+    test_loss, test_acc = evaluate(model, test_x, test_y)
     # Reported beside the selected model, never used to choose it.
     last = MixupClassifier(in_dim=int(x[0].numel()), num_classes=y.shape[1]).to(device)
     last.load_state_dict(result.last_state)
-    _, last_acc = evaluate(last, test.test_x, test.test_y)
+    _, last_acc = evaluate(last, test_x, test_y)
     return {
         "test_accuracy": test_acc,
         "test_loss": test_loss,

@@ -1,0 +1,146 @@
+"""A party's one-shot release: calibrate, (map the radius,) mix, measure.
+
+Raw inputs (digits, or images with ``backbone = "none"``): Theorem 2 on the party's inputs
+gives ``r = m_f D`` and Algorithm 1 runs on those inputs, clamped to their valid range in the
+clamped mode.
+
+Backbone features (section 5 of the paper): Theorem 2 on the party's *preprocessed images*
+(``d = 3 x image-size^2``) gives ``r_img``; the feature radius is the mean displacement
+``||f(x + e) - f(x)||`` over ``radius-sample`` of the party's images (noisy images clamped
+to the valid pixel range in the clamped mode); Algorithm 1 then runs on the features with
+that radius and no clamp (features have no valid range).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from client.party import STREAM_MIXUP, STREAM_RADIUS, STREAM_STATS, PartyData, derive_seed
+from common.calibration import data_statistics, noise_multiplier, streamed_statistics
+from common.config import RunConfig
+from common.feature_radius import map_radius_to_features
+from common.leakage import measure_release_snr
+from common.mixup import MixupRelease, singularized_mixup
+from features.extraction import forward_features
+from features.pipeline import load_backbone, preprocessing_for
+from loaders import load_dataset
+
+__all__ = ["PartyRelease", "make_release", "to_upload_dtype"]
+
+FLOAT16_MAX = float(torch.finfo(torch.float16).max)
+
+
+@dataclass(frozen=True)
+class PartyRelease:
+    train: MixupRelease
+    val: MixupRelease
+    metrics: dict[str, float | int]
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _calibrate_on_images(cfg: RunConfig, party: PartyData, device: torch.device) -> tuple[float, dict]:
+    """Image-space Theorem 2, then the feature-space radius."""
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    pre = preprocessing_for(cfg, data)
+    images = party.train_images
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:
+        return pre(images[idx], device=device)
+
+    stats = streamed_statistics(
+        images.shape[0],
+        rows,
+        generator=_generator(derive_seed(cfg.seed, party.partition_id, STREAM_STATS), torch.device("cpu")),
+        batch_size=max(8, min(256, cfg.extract_batch_size)),
+    )
+    m_f = noise_multiplier(tau=cfg.tau, alpha=cfg.alpha, dim=stats.dim, c=stats.c, formula=cfg.mf_formula)
+    image_radius = m_f * stats.D
+    sample_gen = _generator(derive_seed(cfg.seed, party.partition_id, STREAM_RADIUS), torch.device("cpu"))
+    sample = torch.randperm(images.shape[0], generator=sample_gen)[: cfg.radius_sample].sort().values
+    backbone, _ = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+    clamp = pre.valid_bounds(3, device=device) if cfg.clamp_partner else None
+    mapped = map_radius_to_features(
+        rows(sample),
+        feature_fn=lambda batch: forward_features(backbone, batch, device=device),
+        image_radius=image_radius,
+        generator=_generator(derive_seed(cfg.seed, party.partition_id, STREAM_RADIUS, 1), device),
+        clamp=clamp,
+        batch_size=max(8, min(64, cfg.extract_batch_size)),
+    )
+    figures = {
+        "dim": stats.dim,
+        "stat-V": stats.V,
+        "stat-D": stats.D,
+        "stat-c": stats.c,
+        "noise-multiplier": m_f,
+        "image-radius": image_radius,
+        "feature-radius": mapped.radius,
+        "feature-radius-std": mapped.std,
+        "radius-sample": mapped.num_images,
+    }
+    return mapped.radius, figures
+
+
+def make_release(cfg: RunConfig, party: PartyData, *, device: torch.device) -> PartyRelease:
+    """Calibrate, mix the training part and the validation part once each, measure the SNR."""
+    started = time.perf_counter()
+    if cfg.uses_backbone:
+        radius, figures = _calibrate_on_images(cfg, party, device)
+        clamp = None
+    else:
+        stats = data_statistics(
+            party.train_x,
+            generator=_generator(derive_seed(cfg.seed, party.partition_id, STREAM_STATS), torch.device("cpu")),
+        )
+        m_f = noise_multiplier(tau=cfg.tau, alpha=cfg.alpha, dim=stats.dim, c=stats.c, formula=cfg.mf_formula)
+        radius = m_f * stats.D
+        clamp = party.input_bounds if cfg.clamp_partner else None
+        figures = {
+            "dim": stats.dim, "stat-V": stats.V, "stat-D": stats.D, "stat-c": stats.c,
+            "noise-multiplier": m_f, "image-radius": radius,
+        }
+    calibration_seconds = time.perf_counter() - started
+    # None: singularized_mixup seeds a generator from `secrets` on the data's device.
+    generator = None if cfg.secure_rng else _generator(
+        derive_seed(cfg.seed, party.partition_id, STREAM_MIXUP), device
+    )
+    train_x = party.train_x.to(device).float()
+    common = dict(radius=radius, alpha=cfg.alpha, generator=generator, clamp=clamp, num_classes=party.num_classes)
+    release = singularized_mixup(train_x, party.train_y, **common)
+    val_release = singularized_mixup(party.val_x.to(device).float(), party.val_y, **common)
+    snr = measure_release_snr(train_x, release, alpha=cfg.alpha)
+    metrics = {
+        "partition-id": party.partition_id,
+        "num-examples": int(release.x.shape[0]),
+        "num-val": int(val_release.x.shape[0]),
+        "input-dim": int(train_x[0].numel()),
+        "num-classes": party.num_classes,
+        **figures,
+        "radius": radius,
+        "calibration-seconds": calibration_seconds,
+        "mixing-seconds": time.perf_counter() - started,
+        **snr.as_metrics(),
+    }
+    return PartyRelease(train=release, val=val_release, metrics=metrics)
+
+
+def to_upload_dtype(x: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Cast mixed inputs for upload; refuse a float16 cast that would overflow to inf."""
+    if dtype == "float32":
+        return x.float()
+    if dtype != "float16":
+        raise ValueError(f"unknown upload dtype {dtype!r}")
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    if not math.isfinite(peak) or peak > FLOAT16_MAX:
+        raise OverflowError(
+            f"upload-dtype = 'float16' cannot carry this release: |x~| reaches {peak:.3g} > {FLOAT16_MAX:.0f} "
+            "(the float16 maximum); use upload-dtype = 'float32'"
+        )
+    return x.half()
