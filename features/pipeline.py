@@ -140,7 +140,7 @@ def split_inputs(
         return images[index]
     if cfg.uses_backbone:
         cache = split_features(cfg, data, split, device=device)
-        return torch.from_numpy(np.ascontiguousarray(cache.features[index]))
+        return torch.from_numpy(np.array(cache.features[index]))  # a private, writable copy
     pre = preprocessing_for(cfg, data)
     selected = images[index]
     out = torch.empty((selected.shape[0], int(np.prod(pre.output_shape(tuple(images.shape[1:]))))))

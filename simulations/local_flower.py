@@ -41,9 +41,37 @@ def flower_env(*, home: Path | None = None, extra: Mapping[str, str] | None = No
     return env
 
 
-def _flwr() -> str:
+def _flwr(env: Mapping[str, str] | None = None) -> str:
     candidate = Path(sys.executable).with_name("flwr")
-    return str(candidate) if candidate.exists() else "flwr"
+    if candidate.exists():
+        return str(candidate)
+    import shutil
+
+    return shutil.which("flwr", path=(env or os.environ).get("PATH")) or "flwr"
+
+
+def ensure_flower_scripts(bin_dir: Path, env: dict[str, str]) -> bool:
+    """Write Flower's console scripts into ``bin_dir`` and put it first on ``env["PATH"]``
+    when they are not installed (a ``PYTHONPATH`` bundle such as the GPU machine's has the
+    packages but no ``bin/``; ``flwr run`` starts ``flower-superlink`` and
+    ``flwr-simulation`` by name). Returns True when wrappers were written."""
+    import shutil
+    from importlib.metadata import entry_points
+
+    if shutil.which("flwr", path=env.get("PATH")) and shutil.which("flower-superlink", path=env.get("PATH")):
+        return False
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for entry in entry_points(group="console_scripts"):
+        if not entry.value.startswith("flwr"):
+            continue
+        module, _, func = entry.value.partition(":")
+        script = bin_dir / entry.name
+        script.write_text(
+            f"#!{sys.executable}\nimport sys\nfrom {module} import {func}\nsys.exit({func}())\n"
+        )
+        script.chmod(0o755)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    return True
 
 
 def toml_literal(value: object) -> str:
@@ -72,7 +100,7 @@ def configure_simulation(
     """Set the default local federation's size with Flower's own command (stored by the
     local SuperLink, which this starts if needed)."""
     cmd = [
-        _flwr(), "federation", "simulation-config",
+        _flwr(env), "federation", "simulation-config",
         "--num-supernodes", str(num_supernodes),
         "--client-resources-num-cpus", str(num_cpus),
         "--client-resources-num-gpus", str(num_gpus),
@@ -94,7 +122,7 @@ def flwr_run(
     The streamed log goes to ``log_path`` (and nothing is lost if the run fails: the
     caller gets the return code and the log path)."""
     cmd = [
-        _flwr(), "run", str(app_dir), "--stream",
+        _flwr(env), "run", str(app_dir), "--stream",
         "--run-config", run_config_arg(run_config),
         "--federation-config", f"num-supernodes={num_supernodes}",
     ]

@@ -100,3 +100,43 @@ def test_bad_run_config_value_names_the_key(flower, tmp_path):
     code, log, path = _run(flower, tmp_path, "bad", strategy="one-shot-mixup", beta=-1.0)
     assert not path.exists()
     assert "run config key 'beta'" in log
+
+
+def test_cifar10_local_copy_with_backbone_weights_from_a_local_file(flower, tmp_path):
+    """The issue's done-when command at test scale: a local CIFAR-10 copy (torchvision's
+    pickle layout, random pixels), a ResNet-18 whose weights come from a local file (random
+    weights saved like torchvision's hub file: no download is possible here), float16
+    uploads, 32 px images to keep the CPU run short."""
+    import torch
+    from torchvision import models
+
+    from loaders.format_writers import write_cifar10
+
+    write_cifar10(tmp_path / "cifar", n_train=120, n_test=40, seed=2)
+    weights = tmp_path / "resnet18-local.pth"
+    torch.save(models.resnet18(weights=None).state_dict(), weights)
+    code, log, path = _run(
+        flower, tmp_path, "cifar", strategy="one-shot-mixup", dataset="cifar10",
+        **{"data-dir": str(tmp_path / "cifar"), "backbone": "resnet18", "backbone-weights": str(weights),
+           "image-size": 32, "feature-cache-dir": str(tmp_path / "cache"), "upload-dtype": "float16",
+           "radius-sample": 8, "device": "cpu"},
+    )
+    assert code == 0, log[-3000:]
+    summary = json.loads(path.read_text())
+    inputs = summary["inputs"]
+    assert inputs["dataset"] == "cifar10" and inputs["backbone"] == "resnet18" and inputs["input_dim"] == 512
+    assert inputs["backbone_weights"]["source"] == "local-file"
+    assert inputs["backbone_weights"]["name"] == str(weights)
+    assert inputs["preprocessing"]["mean"] == [0.4914, 0.4822, 0.4465]
+    # One extraction per split, shared by the three parties and the server.
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    union = summary["union"]
+    assert union["dtype"] == "float16" and union["train_rows"] + union["val_rows"] == 120
+    # float16 inputs (512 per row) + float32 soft labels (10 per row), plus small records.
+    release_bytes = 120 * (512 * 2 + 10 * 4)
+    assert release_bytes < summary["communication"]["bytes_uploaded"] < release_bytes * 1.1
+    privacy = summary["privacy"]
+    assert privacy["mf_formula"] == "paper" and privacy["upload_dtype"] == "float16"
+    assert privacy["radius_space"].startswith("feature space")
+    assert privacy["image_radius"]["mean"] > 0 and privacy["radius"]["mean"] > 0
+    assert summary["memory"]["union_bytes"] > 0

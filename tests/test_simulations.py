@@ -56,3 +56,28 @@ def test_summary_rows_give_mean_std_and_per_party_bytes():
     table = markdown_table(rows, config={})
     assert "| test accuracy (%) | 92.00 ± 2.83 | 96.00 ± 0.00 |" in table
     assert "| release mode | once | none (raw data stays local) |" in table
+
+
+def test_flower_scripts_are_written_where_a_bundle_has_none(tmp_path):
+    """The GPU machine's PYTHONPATH bundle has Flower's packages but no console scripts;
+    `flwr run` needs `flower-superlink` and `flwr-simulation` on PATH."""
+    import subprocess
+
+    from simulations.local_flower import ensure_flower_scripts
+
+    env = {"PATH": "/usr/bin:/bin"}
+    assert ensure_flower_scripts(tmp_path / "bin", env) is True
+    assert env["PATH"].startswith(str(tmp_path / "bin"))
+    for name in ("flwr", "flower-superlink", "flwr-simulation", "flwr-serverapp", "flwr-clientapp"):
+        assert (tmp_path / "bin" / name).stat().st_mode & 0o111
+    done = subprocess.run([str(tmp_path / "bin" / "flwr"), "--version"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "1.41" in done.stdout
+    assert ensure_flower_scripts(tmp_path / "bin2", env) is False  # already on PATH now
+
+
+def test_gpu_share_lets_one_party_per_core_use_the_gpu():
+    from simulations.federation import gpu_share
+
+    assert gpu_share(10, 16) == 0.1
+    assert gpu_share(100, 16) == 1 / 16
+    assert gpu_share(50, 16) * 16 == 1.0
