@@ -8,6 +8,7 @@ own grid sleeps 3 s between polls, which would dominate a small simulated round)
 
 from __future__ import annotations
 
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -88,21 +89,37 @@ class MeteredGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return list(self.iter_replies(messages, timeout=timeout))
 
-    def iter_replies(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterator[Message]:
-        """Push ``messages`` and yield replies as they arrive, until all came or ``timeout``."""
-        pending = set(self.push_messages(messages))
+    def iter_replies(
+        self, messages: Iterable[Message], *, timeout: float | None = None, pull_fraction: float = 0.1
+    ) -> Iterator[Message]:
+        """Push ``messages`` and yield replies as they arrive, until all came or ``timeout``.
+
+        Replies are pulled for at most ``ceil(pull_fraction * N)`` message ids at a time and
+        handed over one by one, with no reference kept: a consumer that copies each reply
+        and drops it holds at most that fraction of all replies in memory at once, even
+        when every party has already answered (the one-shot union stays near 1.1x its size
+        instead of 2x).
+        """
+        pending = list(self.push_messages(messages))
+        chunk = max(1, math.ceil(pull_fraction * len(pending)))
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = self._poll_interval
         while pending:
-            replies = list(self.pull_messages(pending))
-            for msg in replies:
-                pending.discard(msg.metadata.reply_to_message_id)
-                yield msg
+            got_any = False
+            waiting: list[str] = []
+            for ids in [pending[i : i + chunk] for i in range(0, len(pending), chunk)]:
+                replies = list(self.pull_messages(ids))
+                got_any = got_any or bool(replies)
+                answered = {msg.metadata.reply_to_message_id for msg in replies}
+                waiting.extend(m for m in ids if m not in answered)
+                while replies:
+                    yield replies.pop()
+            pending = waiting
             if not pending:
                 return
             if deadline is not None and time.monotonic() >= deadline:
                 return
-            if replies:
+            if got_any:
                 interval = self._poll_interval
             else:
                 time.sleep(interval)

@@ -80,3 +80,23 @@ def test_bytes_are_counted_per_node_and_silent_nodes_time_out():
     assert 4000 < grid.bytes_received[1] < 4300
     assert grid.total_bytes_received == 2 * grid.bytes_received[1]
     assert grid.messages_sent == 3 and grid.messages_received == 2
+
+
+def test_replies_are_pulled_a_tenth_at_a_time_and_each_yielded_once():
+    class CountingGrid(EchoGrid):
+        def __init__(self):
+            super().__init__()
+            self.pull_sizes = []
+
+        def pull_messages(self, message_ids):
+            ids = list(message_ids)
+            self.pull_sizes.append(len(ids))
+            return super().pull_messages(ids)
+
+    inner = CountingGrid()
+    grid = MeteredGrid(inner, poll_interval=0.01, max_poll_interval=0.02)
+    query = RecordDict({"c": ConfigRecord({"request": "release"})})
+    msgs = [Message(query, dst_node_id=nid, message_type="query") for nid in range(1, 21)]
+    seen = [r.metadata.src_node_id for r in grid.iter_replies(msgs, timeout=5)]
+    assert sorted(seen) == list(range(1, 21))  # every party once, although all answered at once
+    assert max(inner.pull_sizes) == 2  # ceil(0.1 * 20): at most a tenth of the replies in memory
