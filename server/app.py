@@ -92,6 +92,7 @@ def main(grid: Grid, context: Context) -> None:
         collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout, device=device)
         if not collected.party_metrics:
             raise RuntimeError(f"no party sent a release: {collected.failures}")
+        probe.checkpoint("collected")  # assembling the union alone, before training allocates
         outcome = train_on_union(collected, cfg, test_x=test_x, test_y=test_y, device=device)
         memory = probe.stop(union_bytes=collected.train.used_bytes + collected.val.used_bytes)
         parties = sorted(collected.party_metrics, key=lambda m: m["partition-id"])

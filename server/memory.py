@@ -44,6 +44,14 @@ class MemoryProbe:
     rss_start: int = 0
     peak_reset: bool = False
     cuda_start: int = 0
+    checkpoints: dict | None = None
+
+    def checkpoint(self, name: str) -> None:
+        """Record the peak growth so far (e.g. after collection, before training)."""
+        self.checkpoints = self.checkpoints or {}
+        self.checkpoints[name] = max(0, _status_kib("VmHWM") * 1024 - self.rss_start)
+        if self.device.type == "cuda":
+            self.checkpoints[name + "_cuda"] = torch.cuda.max_memory_allocated(self.device) - self.cuda_start
 
     def start(self) -> MemoryProbe:
         self.peak_reset = _reset_peak_rss()
@@ -64,6 +72,9 @@ class MemoryProbe:
             "host_peak_growth_over_union": (max(0, peak - self.rss_start) / union_bytes) if union_bytes else None,
             "host_peak_is_since_start": self.peak_reset,
         }
+        for name, grown in (self.checkpoints or {}).items():
+            figures[f"peak_growth_until_{name}_bytes"] = grown
+            figures[f"peak_growth_until_{name}_over_union"] = grown / union_bytes if union_bytes else None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             cuda_peak = torch.cuda.max_memory_allocated(self.device)
