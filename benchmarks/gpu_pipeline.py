@@ -338,7 +338,7 @@ def markdown(report: dict) -> str:
     ]
     e = report["extraction"]
     lines.append(f"| feature extraction, end to end | {e['end_to_end_images_per_second']:,.0f} img/s | "
-                 f"raw bf16 forward {e['raw_forward_images_per_second']:,.0f} img/s | "
+                 f"raw forward (bf16 on CUDA, fp32 on CPU) {e['raw_forward_images_per_second']:,.0f} img/s | "
                  f"{e['ratio_end_to_end_over_raw']:.2f} | {e['goal']} |")
     a = report["algorithm1"]
     lines.append(f"| Algorithm 1, {a['rows']:,} x {a['dim']:,} | {a['seconds']:.3f} s | one copy {a['copy_seconds']:.3f} s | "
