@@ -164,7 +164,7 @@ def plain_fedprox_round_seconds(cfg, num_parties: int, device: torch.device, tes
 
     parties = [load_party(cfg, pid, num_parties) for pid in range(num_parties)]
     torch.manual_seed(cfg.seed)
-    global_model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=int(test_y.max()) + 1)
+    global_model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=parties[0].num_classes)
     global_state = {k: v.clone() for k, v in global_model.state_dict().items()}
     start = time.perf_counter()
     for rnd in range(1, cfg.num_rounds + 1):

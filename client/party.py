@@ -78,13 +78,14 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
     val, train = np.sort(idx[:n_val]), np.sort(idx[n_val:])
     if train.size < 2:
         raise ValueError(f"party {partition_id} has {idx.size} samples: too few to hold out validation")
-    device = resolve_device(cfg.device)
+    # One read of the split's inputs (one cache lookup and fingerprint) for both parts.
+    inputs = split_inputs(cfg, data, "train", device=resolve_device(cfg.device), rows=np.concatenate([train, val]))
     return PartyData(
         partition_id=partition_id,
         num_partitions=num_partitions,
-        train_x=split_inputs(cfg, data, "train", device=device, rows=train),
+        train_x=inputs[: train.size],
         train_y=data.train_y[train],
-        val_x=split_inputs(cfg, data, "train", device=device, rows=val),
+        val_x=inputs[train.size :],
         val_y=data.train_y[val],
         num_classes=data.num_classes,
         input_bounds=input_bounds(cfg, data),

@@ -72,6 +72,8 @@ def extract_features(
         raise ValueError(f"out has {out.shape[0]} rows for {n} images")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if out.dtype != np.float16:
+        raise TypeError(f"out must be float16, got {out.dtype}")
     started = time.perf_counter()
     on_gpu_out = None
     if device.type == "cuda":
@@ -81,9 +83,7 @@ def extract_features(
         source = images.pin_memory() if images.device.type == "cpu" else images
     else:
         source = images
-    host_out = torch.from_numpy(out) if out.dtype == np.float16 else None
-    if host_out is None:
-        raise TypeError(f"out must be float16, got {out.dtype}")
+    host_out = torch.from_numpy(out)
     bar = tqdm(total=n, desc=desc, unit="img", file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
     try:
         for start in range(0, n, batch_size):

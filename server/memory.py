@@ -9,7 +9,7 @@ Messages held by the SuperLink process (a separate process) are not counted here
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -44,11 +44,10 @@ class MemoryProbe:
     rss_start: int = 0
     peak_reset: bool = False
     cuda_start: int = 0
-    checkpoints: dict | None = None
+    checkpoints: dict[str, int] = field(default_factory=dict)
 
     def checkpoint(self, name: str) -> None:
         """Record the peak growth so far (e.g. after collection, before training)."""
-        self.checkpoints = self.checkpoints or {}
         self.checkpoints[name] = max(0, _status_kib("VmHWM") * 1024 - self.rss_start)
         if self.device.type == "cuda":
             self.checkpoints[name + "_cuda"] = torch.cuda.max_memory_allocated(self.device) - self.cuda_start
@@ -72,7 +71,7 @@ class MemoryProbe:
             "host_peak_growth_over_union": (max(0, peak - self.rss_start) / union_bytes) if union_bytes else None,
             "host_peak_is_since_start": self.peak_reset,
         }
-        for name, grown in (self.checkpoints or {}).items():
+        for name, grown in self.checkpoints.items():
             figures[f"peak_growth_until_{name}_bytes"] = grown
             figures[f"peak_growth_until_{name}_over_union"] = grown / union_bytes if union_bytes else None
         if self.device.type == "cuda":

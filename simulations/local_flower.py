@@ -8,11 +8,13 @@ was started with, so the variables below must be set before the first ``flwr`` c
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +47,6 @@ def _flwr(env: Mapping[str, str] | None = None) -> str:
     candidate = Path(sys.executable).with_name("flwr")
     if candidate.exists():
         return str(candidate)
-    import shutil
-
     return shutil.which("flwr", path=(env or os.environ).get("PATH")) or "flwr"
 
 
@@ -55,9 +55,6 @@ def ensure_flower_scripts(bin_dir: Path, env: dict[str, str]) -> bool:
     when they are not installed (a ``PYTHONPATH`` bundle such as the GPU machine's has the
     packages but no ``bin/``; ``flwr run`` starts ``flower-superlink`` and
     ``flwr-simulation`` by name). Returns True when wrappers were written."""
-    import shutil
-    from importlib.metadata import entry_points
-
     if shutil.which("flwr", path=env.get("PATH")) and shutil.which("flower-superlink", path=env.get("PATH")):
         return False
     bin_dir.mkdir(parents=True, exist_ok=True)
