@@ -5,6 +5,8 @@
   Algorithm 1 once to the training part and once to the held-out validation part (disjoint
   private samples), and replies with both releases in one ArrayRecord (mixed inputs in
   ``upload-dtype``) plus counts, calibration figures and the measured directional SNR.
+  With ``release = "per-epoch"`` the server sends one query per central epoch, carrying
+  ``epoch`` (fresh mixing randomness) and ``with-validation`` (true on the first only).
 * ``train``: a FedProx (or FedAvg, ``mu = 0``) local update with the squared proximal term.
 * ``evaluate``: the global model on the party's clean validation part, used by the server
   to select a round; the test set is only ever touched by the server.
@@ -40,15 +42,20 @@ def _party(context: Context) -> tuple[RunConfig, PartyData]:
 def query(msg: Message, context: Context) -> Message:
     """Produce this party's one-shot release (see :mod:`client.release`)."""
     cfg, party = _party(context)
-    made = make_release(cfg, party, device=resolve_device(cfg.device))
-    arrays = ArrayRecord(
-        {
-            "x": _array(to_upload_dtype(made.train.x, cfg.upload_dtype)),
-            "y": _array(made.train.y.float()),
-            "val-x": _array(to_upload_dtype(made.val.x, cfg.upload_dtype)),
-            "val-y": _array(made.val.y.float()),
-        }
+    request = msg.content["config"]
+    epoch = int(request.get("epoch", 1))
+    with_validation = bool(request.get("with-validation", True))
+    made = make_release(
+        cfg, party, device=resolve_device(cfg.device), epoch=epoch, with_validation=with_validation
     )
+    arrays = {
+        "x": _array(to_upload_dtype(made.train.x, cfg.upload_dtype)),
+        "y": _array(made.train.y.float()),
+    }
+    if made.val is not None:
+        arrays["val-x"] = _array(to_upload_dtype(made.val.x, cfg.upload_dtype))
+        arrays["val-y"] = _array(made.val.y.float())
+    arrays = ArrayRecord(arrays)
     return Message(RecordDict({"release": arrays, "metrics": MetricRecord(made.metrics)}), reply_to=msg)
 
 

@@ -29,7 +29,7 @@ from features.extraction import forward_features
 from features.pipeline import load_backbone, preprocessing_for
 from loaders import load_dataset
 
-__all__ = ["PartyRelease", "make_release", "to_upload_dtype"]
+__all__ = ["Calibration", "PartyRelease", "calibrate", "make_release", "mixing_seed", "to_upload_dtype"]
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -37,7 +37,7 @@ FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 @dataclass(frozen=True)
 class PartyRelease:
     train: MixupRelease
-    val: MixupRelease
+    val: MixupRelease | None
     metrics: dict[str, float | int]
 
 
@@ -88,8 +88,26 @@ def _calibrate_on_images(cfg: RunConfig, party: PartyData, device: torch.device)
     return mapped.radius, figures
 
 
-def make_release(cfg: RunConfig, party: PartyData, *, device: torch.device) -> PartyRelease:
-    """Calibrate, mix the training part and the validation part once each, measure the SNR."""
+@dataclass(frozen=True)
+class Calibration:
+    """A party's mixing radius and the figures that produced it (computed once per party)."""
+
+    radius: float
+    clamp: tuple | None
+    figures: dict[str, float | int]
+    seconds: float
+
+
+# One calibration per (run config, party, device) in a process: a per-epoch release asks for
+# fresh mixtures many times, and the radius depends only on the party's private data.
+_CALIBRATIONS: dict[tuple, Calibration] = {}
+
+
+def calibrate(cfg: RunConfig, party: PartyData, *, device: torch.device) -> Calibration:
+    """Theorem 2's radius for this party (image space then features when a backbone is used)."""
+    key = (cfg, party.partition_id, party.num_partitions, str(device))
+    if key in _CALIBRATIONS:
+        return _CALIBRATIONS[key]
     started = time.perf_counter()
     if cfg.uses_backbone:
         radius, figures = _calibrate_on_images(cfg, party, device)
@@ -106,28 +124,60 @@ def make_release(cfg: RunConfig, party: PartyData, *, device: torch.device) -> P
             "dim": stats.dim, "stat-V": stats.V, "stat-D": stats.D, "stat-c": stats.c,
             "noise-multiplier": m_f, "image-radius": radius,
         }
-    calibration_seconds = time.perf_counter() - started
+    calibration = Calibration(radius=radius, clamp=clamp, figures=figures, seconds=time.perf_counter() - started)
+    if len(_CALIBRATIONS) >= 64:  # a long-lived simulation worker serves many runs
+        _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
+    _CALIBRATIONS[key] = calibration
+    return calibration
+
+
+def mixing_seed(cfg: RunConfig, partition_id: int, epoch: int) -> int:
+    """Seed of the mixing randomness of ``epoch`` (1-based). Epoch 1 draws exactly the
+    one-shot release, so a per-epoch run starts from the ``release = "once"`` data."""
+    if epoch < 1:
+        raise ValueError(f"epoch must be >= 1, got {epoch}")
+    if epoch == 1:
+        return derive_seed(cfg.seed, partition_id, STREAM_MIXUP)
+    return derive_seed(cfg.seed, partition_id, STREAM_MIXUP, epoch)
+
+
+def make_release(
+    cfg: RunConfig, party: PartyData, *, device: torch.device, epoch: int = 1, with_validation: bool = True
+) -> PartyRelease:
+    """Calibrate (once per party), mix the training part and, with ``with_validation``, the
+    validation part; measure the directional SNR of the first epoch's release.
+
+    ``epoch`` selects fresh mixing randomness for ``release = "per-epoch"``; every call
+    exposes each private training sample again, as the clean component of one released row
+    and as the noisy partner of another (Algorithm 1 pairs by a derangement). The
+    validation part is meant to be released once (``with_validation`` on the first epoch);
+    without it ``val`` is ``None``.
+    """
+    started = time.perf_counter()
+    calibration = calibrate(cfg, party, device=device)
     # None: singularized_mixup seeds a generator from `secrets` on the data's device.
-    generator = None if cfg.secure_rng else _generator(
-        derive_seed(cfg.seed, party.partition_id, STREAM_MIXUP), device
-    )
+    generator = None if cfg.secure_rng else _generator(mixing_seed(cfg, party.partition_id, epoch), device)
     train_x = party.train_x.to(device).float()
-    common = dict(radius=radius, alpha=cfg.alpha, generator=generator, clamp=clamp, num_classes=party.num_classes)
+    common = dict(
+        radius=calibration.radius, alpha=cfg.alpha, generator=generator, clamp=calibration.clamp,
+        num_classes=party.num_classes,
+    )
     release = singularized_mixup(train_x, party.train_y, **common)
-    val_release = singularized_mixup(party.val_x.to(device).float(), party.val_y, **common)
-    snr = measure_release_snr(train_x, release, alpha=cfg.alpha)
+    val_release = singularized_mixup(party.val_x.to(device).float(), party.val_y, **common) if with_validation else None
     metrics = {
         "partition-id": party.partition_id,
+        "epoch": epoch,
         "num-examples": int(release.x.shape[0]),
-        "num-val": int(val_release.x.shape[0]),
+        "num-val": int(val_release.x.shape[0]) if val_release is not None else 0,
         "input-dim": int(train_x[0].numel()),
         "num-classes": party.num_classes,
-        **figures,
-        "radius": radius,
-        "calibration-seconds": calibration_seconds,
+        **calibration.figures,
+        "radius": calibration.radius,
+        "calibration-seconds": calibration.seconds,
         "mixing-seconds": time.perf_counter() - started,
-        **snr.as_metrics(),
     }
+    if epoch == 1:  # the SNR of later epochs' releases follows the same law; measuring it is not free
+        metrics.update(measure_release_snr(train_x, release, alpha=cfg.alpha).as_metrics())
     return PartyRelease(train=release, val=val_release, metrics=metrics)
 
 

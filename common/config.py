@@ -76,6 +76,11 @@ class RunConfig(BaseModel):
     upload_dtype: Literal["float32", "float16"] = Field(
         "float32", description="dtype of the uploaded mixed inputs (soft labels stay float32)"
     )
+    release: Literal["once", "per-epoch"] = Field(
+        "once",
+        description="'once': each party releases one mixed data set (the paper's protocol); 'per-epoch': "
+        "fresh mixtures of the same private data every central epoch (the paper's code), one upload per epoch",
+    )
     central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
 
     # Frozen backbone (appendix E); 'none' trains on raw inputs.
@@ -162,6 +167,8 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.partitioner == "dirichlet" and self.rho != 1.0:
             raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
+        if self.release != "once" and self.strategy != "one-shot-mixup":
+            raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
         if self.dataset == "digits" and self.backbone != "none":
             raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
         if self.dataset != "digits" and not self.data_dir and not self.download:

@@ -127,12 +127,26 @@ def train_centralized(
     lr: float = 1e-3,
     weight_decay: float = 1e-4,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    row_order: torch.Tensor | None = None,
+    fresh_data: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None,
 ) -> TrainingResult:
     """Train ``model`` on ``(x, y)`` and keep the weights of the epoch with the lowest
     validation loss on ``(val_x, val_y)``.
 
     The cosine schedule steps once per mini-batch over ``epochs`` epochs. On return the
     model holds the selected weights. ``generator`` (CPU) drives the batch order.
+
+    Parameters
+    ----------
+    row_order : torch.Tensor, optional
+        Rows in canonical order (a permutation of ``range(n)``): batches are drawn as
+        ``row_order[randperm(n)]`` so that the batches do not depend on the order in
+        which the rows were stored (a union filled in reply-arrival order, say).
+    fresh_data : callable, optional
+        ``fresh_data(epoch) -> (x, y, row_order)`` called before every epoch after the
+        first: that epoch trains on the returned rows instead (fresh mixtures per epoch).
+        The number of rows may change (a party that stopped answering); the cosine schedule
+        keeps the step count of the first epoch.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -145,9 +159,14 @@ def train_centralized(
     history: list[EpochRecord] = []
     step = 0
     for epoch in range(1, epochs + 1):
+        if epoch > 1 and fresh_data is not None:
+            x, y, row_order = fresh_data(epoch)
+            n = x.shape[0]
         model.train()
         losses = []
         for idx in _batches(n, batch_size, generator):
+            if row_order is not None:
+                idx = row_order[idx]
             for group in optimizer.param_groups:
                 group["lr"] = cosine_lr(lr, step, total_steps)
             xb = x[idx].to(device, non_blocking=True).float()

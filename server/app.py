@@ -2,7 +2,8 @@
 
 * ``one-shot-mixup``: one ``query`` to every party, the union of the releases assembled as
   replies arrive, central training with epoch selection on the parties' held-out releases,
-  one evaluation on the global test set.
+  one evaluation on the global test set. With ``release = "per-epoch"`` one more query per
+  central epoch brings fresh mixtures (rounds = central epochs; exposures are counted).
 * ``fedprox`` / ``fedavg``: Flower's strategies, central test evaluation every round, the
   round selected on the parties' validation loss.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from loaders import load_dataset
 from server.federated import run_federated
 from server.memory import MemoryProbe
 from server.metered_grid import MeteredGrid
-from server.one_shot import collect_releases, train_on_union
+from server.one_shot import Collected, collect_releases, train_on_union
 from server.summary import mean_max, table_lines, write_json_atomic
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
@@ -93,15 +95,42 @@ def main(grid: Grid, context: Context) -> None:
         if not collected.party_metrics:
             raise RuntimeError(f"no party sent a release: {collected.failures}")
         probe.checkpoint("collected")  # assembling the union alone, before training allocates
-        outcome = train_on_union(collected, cfg, test_x=test_x, test_y=test_y, device=device)
+        releases = Counter(int(m["partition-id"]) for m in collected.party_metrics)
+        failures = list(collected.failures)
+        later_epochs: list[dict] = []
+
+        def next_release(epoch: int) -> Collected:
+            fresh = collect_releases(
+                metered, node_ids, timeout=cfg.round_timeout, device=device, epoch=epoch, with_validation=False
+            )
+            releases.update(int(m["partition-id"]) for m in fresh.party_metrics)
+            failures.extend({**f, "epoch": epoch} for f in fresh.failures)
+            later_epochs.append({"epoch": epoch, "parties": len(fresh.party_metrics),
+                                 "rows": fresh.train.filled, "collect_seconds": fresh.seconds})
+            return fresh
+
+        outcome = train_on_union(
+            collected, cfg, test_x=test_x, test_y=test_y, device=device,
+            next_release=next_release if cfg.release == "per-epoch" else None,
+        )
         memory = probe.stop(union_bytes=collected.train.used_bytes + collected.val.used_bytes)
         parties = sorted(collected.party_metrics, key=lambda m: m["partition-id"])
         summary.update(
-            rounds=1,
+            rounds=1 + len(later_epochs),
             result={**{k: v for k, v in outcome.items() if k != "history"},
                     "selected_by": "lowest loss on the parties' held-out mixed validation releases"},
             privacy={
-                "release_mode": "once",
+                "release_mode": cfg.release,
+                "releases_per_party": mean_max(releases.values()),
+                "exposures_per_private_sample": {
+                    "as_clean_component": mean_max(releases.values()),
+                    "as_noisy_partner": mean_max(releases.values()),
+                    "validation_sample": 1,
+                    "note": "Algorithm 1 pairs by a derangement: every release of a party makes each of its "
+                    "private training samples the clean (un-noised) component of exactly one released row and the "
+                    "noisy partner of exactly one other; per-epoch releases the same samples once per epoch; the "
+                    "validation part is released once",
+                },
                 "noise_mode": cfg.noise_mode,
                 "mf_formula": cfg.mf_formula,
                 "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
@@ -133,7 +162,8 @@ def main(grid: Grid, context: Context) -> None:
             },
             memory=memory,
             parties=parties,
-            failures=collected.failures,
+            later_epochs=later_epochs,
+            failures=failures,
             history=outcome["history"],
         )
     else:

@@ -1,9 +1,15 @@
-"""One-shot collaboration: query every party once, train on the union of the releases."""
+"""One-shot collaboration: query every party once, train on the union of the releases.
+
+With ``release = "per-epoch"`` the server queries every party again before each central
+epoch after the first and trains that epoch on the fresh union (the validation releases,
+sent with the first query, stay fixed for model selection).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -21,29 +27,41 @@ log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run 
 @dataclass
 class Collected:
     train: UnionBuffer
-    val: UnionBuffer
+    val: UnionBuffer | None
+    epoch: int = 1
     party_metrics: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
 def collect_releases(
-    grid: MeteredGrid, node_ids: list[int], *, timeout: float, device: torch.device | str = "cpu"
+    grid: MeteredGrid,
+    node_ids: list[int],
+    *,
+    timeout: float,
+    device: torch.device | str = "cpu",
+    epoch: int = 1,
+    with_validation: bool = True,
 ) -> Collected:
     """Send one ``query`` to every node and copy each release into the union on arrival.
 
     The union lives on ``device`` (the training device): each reply is copied there once
-    and dropped, so host memory holds at most the reply being copied.
+    and dropped, so host memory holds at most the reply being copied. ``epoch`` asks for
+    that epoch's fresh mixtures (``release = "per-epoch"``); ``with_validation`` asks for
+    the party's validation release too.
     """
     started = time.perf_counter()
-    request = ConfigRecord({"request": "singularized-mixup-release"})
+    request = ConfigRecord(
+        {"request": "singularized-mixup-release", "epoch": epoch, "with-validation": with_validation}
+    )
     messages = [
         Message(RecordDict({"config": request}), dst_node_id=nid, message_type=MessageType.QUERY)
         for nid in node_ids
     ]
     collected = Collected(
         train=UnionBuffer(expected_parties=len(node_ids), device=device),
-        val=UnionBuffer(expected_parties=len(node_ids), device=device),
+        val=UnionBuffer(expected_parties=len(node_ids), device=device) if with_validation else None,
+        epoch=epoch,
     )
     for reply in grid.iter_replies(messages, timeout=timeout):
         node = reply.metadata.src_node_id
@@ -54,20 +72,31 @@ def collect_releases(
         release = reply.content["release"]
         metrics = dict(reply.content["metrics"])
         pid = int(metrics["partition-id"])
+        if collected.val is not None and "val-x" not in release:
+            collected.failures.append({"node-id": node, "error": "reply has no validation release"})
+            log.error("node %s sent no validation release; its release is not used", node)
+            continue
         collected.train.add(pid, release["x"].numpy(), release["y"].numpy())
-        collected.val.add(pid, release["val-x"].numpy(), release["val-y"].numpy())
+        if collected.val is not None:
+            collected.val.add(pid, release["val-x"].numpy(), release["val-y"].numpy())
         collected.party_metrics.append({"node-id": node, **metrics})
-        log.info(
-            "release %d/%d from party %d: %d rows (+%d validation), r = %.4g",
-            len(collected.party_metrics), len(node_ids), pid,
-            metrics["num-examples"], metrics["num-val"], metrics["radius"],
-        )
+        if epoch == 1:  # later epochs of a per-epoch run get one line each (below)
+            log.info(
+                "release %d/%d from party %d: %d rows (+%d validation), r = %.4g",
+                len(collected.party_metrics), len(node_ids), pid,
+                metrics["num-examples"], metrics["num-val"], metrics["radius"],
+            )
         del reply, release
     answered = {m["node-id"] for m in collected.party_metrics} | {f["node-id"] for f in collected.failures}
     for nid in node_ids:
         if nid not in answered:
             collected.failures.append({"node-id": nid, "error": f"no reply within {timeout:.0f} s"})
     collected.seconds = time.perf_counter() - started
+    if epoch > 1:
+        log.info(
+            "epoch %d: fresh releases from %d/%d parties, %d rows, in %.1f s",
+            epoch, len(collected.party_metrics), len(node_ids), collected.train.filled, collected.seconds,
+        )
     return collected
 
 
@@ -78,8 +107,17 @@ def train_on_union(
     test_x: torch.Tensor,
     test_y: torch.Tensor,
     device: torch.device,
+    next_release: Callable[[int], Collected] | None = None,
 ) -> dict:
-    """Train the appendix-E classifier on the union; select the epoch on held-out releases."""
+    """Train the appendix-E classifier on the union; select the epoch on held-out releases.
+
+    ``next_release(epoch)``, when given, collects that epoch's fresh releases
+    (``release = "per-epoch"``); the first epoch trains on ``collected``. Batches are drawn
+    over the union in canonical order (by party id), so a seeded run does not depend on the
+    order in which the replies arrived.
+    """
+    if collected.val is None:
+        raise ValueError("the first collection must carry the validation releases")
     torch.manual_seed(cfg.seed)
     x, y = collected.train.x, collected.train.y
     model = MixupClassifier(in_dim=int(x[0].numel()), num_classes=y.shape[1]).to(device)
@@ -105,6 +143,8 @@ def train_on_union(
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
         on_epoch=progress,
+        row_order=collected.train.canonical_order(),
+        fresh_data=None if next_release is None else _fresh_union(next_release),
     )
     train_seconds = time.perf_counter() - started
     test_loss, test_acc = evaluate(model, test_x, test_y)
@@ -121,3 +161,15 @@ def train_on_union(
         "train_seconds": train_seconds,
         "history": [vars(r) for r in result.history],
     }
+
+
+def _fresh_union(
+    next_release: Callable[[int], Collected],
+) -> Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def fresh(epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        collected = next_release(epoch)
+        if collected.train.filled == 0:
+            raise RuntimeError(f"epoch {epoch}: no party sent a release: {collected.failures}")
+        return collected.train.x, collected.train.y, collected.train.canonical_order()
+
+    return fresh

@@ -77,7 +77,9 @@ def table_lines(summary: dict) -> list[str]:
     ]
     privacy = summary.get("privacy")
     if privacy:
-        rows.insert(3, ("release / noise mode", f"{privacy['release_mode']} / {privacy['noise_mode']}"))
+        exposures = privacy.get("exposures_per_private_sample", {}).get("as_clean_component", {})
+        exposed = f", each private sample exposed {exposures['max']:g}x" if exposures else ""
+        rows.insert(3, ("release / noise mode", f"{privacy['release_mode']}{exposed} / {privacy['noise_mode']}"))
         rows.append((
             "tau vs measured SNR",
             f"tau = {_fmt_float(privacy['tau'])}; SNR along PC1 mean {_fmt_float(privacy['snr_pc1']['mean'])}, "

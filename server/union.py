@@ -99,6 +99,14 @@ class UnionBuffer:
         self._require_data()
         return self._owner[: self.filled]
 
+    def canonical_order(self) -> torch.Tensor:
+        """Row indices (CPU, int64) that list the rows by party id, then by the party's own
+        row order: the union's content in an order independent of reply arrival, so that a
+        seeded training run is reproducible."""
+        self._require_data()
+        blocks = sorted(self.parties)  # (party id, first row, rows)
+        return torch.cat([torch.arange(start, start + rows, dtype=torch.int64) for _, start, rows in blocks])
+
     def _require_data(self) -> None:
         if self._x is None or self.filled == 0:
             raise RuntimeError("no release has been added")

@@ -78,6 +78,26 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert "tau vs measured SNR" in log
 
 
+def test_per_epoch_release_queries_every_epoch_and_counts_exposures(flower, tmp_path):
+    code, log, path = _run(flower, tmp_path, "perepoch", strategy="one-shot-mixup", release="per-epoch")
+    assert code == 0, log[-3000:]
+    summary = json.loads(path.read_text())
+    epochs = TINY["central-epochs"]
+    privacy = summary["privacy"]
+    assert privacy["release_mode"] == "per-epoch"
+    assert summary["rounds"] == epochs
+    assert privacy["releases_per_party"]["min"] == privacy["releases_per_party"]["max"] == epochs
+    assert privacy["exposures_per_private_sample"]["as_clean_component"]["max"] == epochs
+    assert privacy["exposures_per_private_sample"]["validation_sample"] == 1
+    assert [e["epoch"] for e in summary["later_epochs"]] == list(range(2, epochs + 1))
+    # Upload: the training release every epoch, the validation release once.
+    train_rows, val_rows = summary["union"]["train_rows"], summary["union"]["val_rows"]
+    expected = (epochs * train_rows + val_rows) * (64 + 10) * 4
+    assert expected < summary["communication"]["bytes_uploaded"] < expected * 1.05
+    assert summary["communication"]["messages_received"] == epochs * PARTIES
+    assert "exposed 4x" in log
+
+
 def test_fedprox_runs_end_to_end(flower, tmp_path):
     code, log, path = _run(flower, tmp_path, "fedprox", strategy="fedprox")
     assert code == 0, log[-3000:]
