@@ -8,6 +8,7 @@ was started with, so the variables below must be set before the first ``flwr`` c
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -92,17 +93,31 @@ def run_config_arg(values: Mapping[str, object]) -> str:
 
 
 def configure_simulation(
-    *, num_supernodes: int, num_cpus: int = 1, num_gpus: float = 0.0, env: Mapping[str, str] | None = None
+    *, num_supernodes: int, num_cpus: int = 1, num_gpus: float = 0.0, env: Mapping[str, str] | None = None,
+    quiet: bool = False,
 ) -> None:
     """Set the default local federation's size with Flower's own command (stored by the
-    local SuperLink, which this starts if needed)."""
+    local SuperLink, which this starts if needed). ``quiet`` keeps Flower's messages off the
+    terminal (a progress bar is drawn there) unless the command fails."""
     cmd = [
         _flwr(env), "federation", "simulation-config",
         "--num-supernodes", str(num_supernodes),
         "--client-resources-num-cpus", str(num_cpus),
         "--client-resources-num-gpus", str(num_gpus),
     ]
-    subprocess.run(cmd, check=True, env=dict(env or flower_env()), cwd=PROJECT_ROOT)
+    proc = subprocess.run(cmd, env=dict(env or flower_env()), cwd=PROJECT_ROOT, capture_output=quiet, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stdout or ''}{proc.stderr or ''}")
+
+
+def flwr_run_command(run_config: Mapping[str, object], *, num_supernodes: int, app_dir: Path = PROJECT_ROOT,
+                     env: Mapping[str, str] | None = None) -> list[str]:
+    """The ``flwr run <app> --stream`` command line for a run config and federation size."""
+    return [
+        _flwr(env), "run", str(app_dir), "--stream",
+        "--run-config", run_config_arg(run_config),
+        "--federation-config", f"num-supernodes={num_supernodes}",
+    ]
 
 
 def flwr_run(
@@ -118,11 +133,7 @@ def flwr_run(
 
     The streamed log goes to ``log_path`` (and nothing is lost if the run fails: the
     caller gets the return code and the log path)."""
-    cmd = [
-        _flwr(env), "run", str(app_dir), "--stream",
-        "--run-config", run_config_arg(run_config),
-        "--federation-config", f"num-supernodes={num_supernodes}",
-    ]
+    cmd = flwr_run_command(run_config, num_supernodes=num_supernodes, app_dir=app_dir, env=env)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w", encoding="utf-8") as log:
         log.write("$ " + " ".join(cmd) + "\n")
@@ -131,6 +142,24 @@ def flwr_run(
             cmd, stdout=log, stderr=subprocess.STDOUT, env=dict(env or flower_env()),
             cwd=app_dir, timeout=timeout, check=False,
         )
+
+
+def flower_run_id(log_text: str) -> int | None:
+    """The Flower run id a ``flwr run --stream`` log announces, if it got that far."""
+    match = re.search(r"run_id `?(\d+)`?", log_text)
+    return int(match.group(1)) if match else None
+
+
+def stop_flower_run(run_id: int, *, env: Mapping[str, str] | None = None, timeout: float = 30) -> bool:
+    """Ask the local SuperLink to stop run ``run_id`` (``flwr stop``); True when it accepted."""
+    try:
+        proc = subprocess.run(
+            [_flwr(env), "stop", str(run_id)], env=dict(env or flower_env()), cwd=PROJECT_ROOT,
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return proc.returncode == 0
 
 
 def local_superlink_pids(home: Path) -> list[int]:

@@ -160,3 +160,79 @@ def test_cifar10_local_copy_with_backbone_weights_from_a_local_file(flower, tmp_
     assert privacy["radius_space"].startswith("feature space")
     assert privacy["image_radius"]["mean"] > 0 and privacy["radius"]["mean"] > 0
     assert summary["memory"]["union_bytes"] > 0
+
+
+SWEEP = """
+name = "e2e"
+seeds = [0]
+[settings]
+dataset = "digits"
+central-epochs = 3
+num-rounds = 3
+[[table]]
+name = "table5"
+layout = "table5"
+parties = [3]
+beta = [1.0]
+releases = ["once", "per-epoch"]
+"""
+
+
+def _flwr_runs(env) -> dict[int, str]:
+    import subprocess
+
+    from simulations.local_flower import _flwr
+
+    proc = subprocess.run([_flwr(env), "ls", "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
+    return {int(r["run-id"]): r["status"] for r in json.loads(proc.stdout)["runs"]}
+
+
+def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_path):
+    """A real sweep: SIGTERM in the middle of a run stops that Flower run (not left to finish in
+    the SuperLink), the next start computes only what is missing, a third computes nothing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from simulations.local_flower import PROJECT_ROOT, flower_run_id
+    from simulations.report import read_runs_csv
+
+    home, env = flower
+    (tmp_path / "sweep.toml").write_text(SWEEP)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "simulations.sweep", str(tmp_path / "sweep.toml"), "--out", str(out), "--no-progress"]
+    proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    run_id = None
+    while run_id is None:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "the first run never started"
+        for marker in (out / "inflight").glob("*.json") if (out / "inflight").exists() else []:
+            log = out / "logs" / f"{marker.stem}.log"
+            if log.exists():
+                run_id = flower_run_id(log.read_text())
+        time.sleep(0.5)
+    time.sleep(3)  # inside the run
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 130, output
+    assert "run the same command again" in output
+    assert _flwr_runs(env)[run_id].startswith("finished:") and _flwr_runs(env)[run_id] != "finished:completed"
+    assert not list((out / "summaries").glob("*.json"))
+
+    first = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "computed 3, reused 0, restarted after interruption 1" in first.stdout
+    assert any(".interrupted-" in p.name for p in (out / "logs").iterdir())
+    rows = read_runs_csv(out / "runs.csv")
+    assert sorted((r["strategy"], r["release"]) for r in rows) == [
+        ("fedprox", ""), ("one-shot-mixup", "once"), ("one-shot-mixup", "per-epoch")]
+    per_epoch = next(r for r in rows if r["release"] == "per-epoch")
+    assert per_epoch["exposures_per_sample"] == 3 and per_epoch["rounds"] == 3
+    for name in ("table5.md", "release_modes.md", "one_shot_vs_iterative.md", "accuracy_vs_beta.png",
+                 "fedprox_rounds.png", "report.md"):
+        assert (out / name).stat().st_size > 0, name
+
+    again = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "computed 0, reused 3" in again.stdout

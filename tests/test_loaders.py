@@ -329,3 +329,26 @@ def test_results_are_cached_per_arguments(tmp_path):
     write_mnist(tmp_path, n_train=10, n_test=10)
     first = load_dataset("mnist", data_dir=str(tmp_path))
     assert load_dataset("mnist", data_dir=str(tmp_path)) is first
+
+
+def test_generated_cifar10_class_patterns_are_learnable_and_load_exactly(tmp_path):
+    from loaders.format_writers import write_cifar10
+
+    written = write_cifar10(tmp_path, n_train=1000, n_test=300, seed=3, pixels="class-patterns")
+    data = load_dataset("cifar10", data_dir=str(tmp_path), test_fraction=0.2, download=False)
+    assert torch.equal(data.train_x, torch.from_numpy(written.train_x))
+    assert torch.equal(data.test_y, torch.from_numpy(written.test_y))
+
+    def nearest_mean_accuracy(w) -> float:
+        x = w.train_x.reshape(len(w.train_x), -1).astype(np.float64)
+        means = np.stack([x[w.train_y == c].mean(0) for c in range(10)])
+        t = w.test_x.reshape(len(w.test_x), -1).astype(np.float64)
+        pred = ((t[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)
+        return float((pred == w.test_y).mean())
+
+    # Class patterns carry the label (far above chance); uniform pixels do not.
+    assert nearest_mean_accuracy(written) > 0.5
+    random = write_cifar10(tmp_path / "random", n_train=1000, n_test=300, seed=3)
+    assert nearest_mean_accuracy(random) < 0.2
+    with pytest.raises(ValueError, match="pixels"):
+        write_cifar10(tmp_path / "bad", n_train=10, n_test=10, pixels="noise")

@@ -1,0 +1,397 @@
+"""The Table 5/6 sweep report: tables, counts, release modes, per-arm costs, plots and CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from simulations.paper_tables import (
+    PAPER_PRINTED_DELTA5,
+    PAPER_PRINTED_DELTA6,
+    PAPER_TABLE5,
+    PAPER_TABLE6,
+    paper_cell,
+    paper_delta,
+)
+from simulations.report import (
+    ONE_SHOT_VS_ITERATIVE_COLUMNS,
+    RUNS_CSV_COLUMNS,
+    read_runs_csv,
+    write_report,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MIXUP = "one-shot-mixup"
+FEDPROX = ("fedprox", "")
+ONCE = (MIXUP, "once")
+PER_EPOCH = (MIXUP, "per-epoch")
+SEEDS = (0, 1)
+CENTRAL_EPOCHS = 20
+FL_ROUNDS = 5
+FL_SELECTED_ROUND = 4
+MODEL_BYTES = 4_000  # one FL model upload
+ROWS_PER_PARTY = 100  # mixed rows each party releases per release
+ROW_BYTES = 1_000
+TITLE = "test sweep"
+SETTINGS = {"dataset": "digits", "num-rounds": FL_ROUNDS, "central-epochs": CENTRAL_EPOCHS, "tau": 1e-6,
+            "noise-mode": "clamped", "proximal-mu": 1e-3}
+
+# (block, layout, P, beta, rho) -> {arm: accuracy per seed}. P=50, beta=0.1 is a cell that
+# FedProx wins; the "release" block reruns the P=10, beta=1.0 cell with different numbers so
+# the tests can tell that the paper table uses the layout's own block.
+ACCURACIES: dict[tuple[str, str, int, float, float], dict[tuple[str, str], list[float]]] = {
+    ("table5", "table5", 10, 1.0, 1.0): {FEDPROX: [88.0, 89.0], ONCE: [89.0, 90.0]},
+    ("table5", "table5", 10, 0.1, 1.0): {FEDPROX: [70.0, 72.0], ONCE: [75.0, 76.0]},
+    ("table5", "table5", 50, 1.0, 1.0): {FEDPROX: [80.0, 81.0], ONCE: [85.0, 86.5]},
+    ("table5", "table5", 50, 0.1, 1.0): {FEDPROX: [80.0, 82.0], ONCE: [78.0, 79.0]},
+    ("table6", "table6", 50, 1.0, 1.0): {FEDPROX: [82.0, 83.0], ONCE: [87.0, 88.0]},
+    ("table6", "table6", 50, 1.0, 0.1): {FEDPROX: [80.0, 81.0], ONCE: [88.0, 88.5]},
+    ("release", "table5", 10, 1.0, 1.0): {ONCE: [60.0, 61.0], PER_EPOCH: [62.0, 64.0]},
+}
+
+
+def _bytes_uploaded(*, arm: tuple[str, str], parties: int) -> int:
+    if arm == FEDPROX:
+        return parties * FL_ROUNDS * MODEL_BYTES
+    releases = 1 if arm == ONCE else CENTRAL_EPOCHS
+    return parties * releases * ROWS_PER_PARTY * ROW_BYTES
+
+
+def _make_run(*, block: str, layout: str, parties: int, beta: float, rho: float, arm: tuple[str, str], seed: int,
+              accuracy: float, dataset: str, backbone: str, summaries: Path) -> dict:
+    strategy, release = arm
+    run_key = f"{block}-P{parties}-b{beta}-r{rho}-{strategy}-{release or 'fl'}-s{seed}"
+    summary_path = summaries / f"{run_key}.json"
+    is_fl = strategy != MIXUP
+    if is_fl:
+        # Accuracy climbs to the selected round, then dips, so the final differs from the chosen one.
+        history = [{"round": r, "train_loss": 1.0 / r, "val_loss": 1.0 / r, "val_accuracy": 0.5,
+                    "test_loss": 1.0 / r, "test_accuracy": (accuracy - 2.0 * (FL_SELECTED_ROUND - r)) / 100}
+                   for r in range(1, FL_ROUNDS + 1)]
+        summary = {"history": history, "result": {"selected_round": FL_SELECTED_ROUND}}
+    else:
+        history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5, "lr": 1e-3}
+                   for e in range(1, CENTRAL_EPOCHS + 1)]
+        summary = {"history": history, "result": {"selected_epoch": 15}}
+    summary_path.write_text(json.dumps(summary))
+    releases = 0 if is_fl else (1 if release == "once" else CENTRAL_EPOCHS)
+    uploaded = _bytes_uploaded(arm=arm, parties=parties)
+    downloaded = parties * FL_ROUNDS * MODEL_BYTES if is_fl else 0
+    return {
+        "run_key": run_key, "table": block, "layout": layout, "strategy": strategy, "release": release,
+        "parties": parties, "beta": beta, "rho": rho, "seed": seed, "dataset": dataset, "backbone": backbone,
+        "noise_mode": "" if is_fl else "clamped", "tau": None if is_fl else 1e-6,
+        "test_accuracy": accuracy, "selected_at": FL_SELECTED_ROUND if is_fl else 15,
+        "last_test_accuracy": accuracy - 0.5,
+        "selected_by": "highest val_accuracy over rounds" if is_fl else "highest val_accuracy over epochs",
+        "rounds": FL_ROUNDS if is_fl else releases, "releases_per_party": releases, "exposures_per_sample": releases,
+        "bytes_uploaded": uploaded, "bytes_downloaded": downloaded,
+        "bytes_uploaded_per_party": uploaded / parties, "bytes_downloaded_per_party": downloaded / parties,
+        "wall_seconds": 10.0 + seed, "snr_pc1_mean": None if is_fl else 0.0123,
+        "summary_path": str(summary_path),
+    }
+
+
+def make_runs(folder: Path, *, dataset: str = "digits", backbone: str = "none",
+              seeds: tuple[int, ...] = SEEDS, blocks: tuple[str, ...] = ("table5", "table6", "release")) -> list[dict]:
+    summaries = folder / "summaries"
+    summaries.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for (block, layout, parties, beta, rho), arms in ACCURACIES.items():
+        if block not in blocks:
+            continue
+        for arm, accuracies in arms.items():
+            for seed in seeds:
+                runs.append(_make_run(block=block, layout=layout, parties=parties, beta=beta, rho=rho, arm=arm,
+                                      seed=seed, accuracy=accuracies[seed], dataset=dataset, backbone=backbone,
+                                      summaries=summaries))
+    return runs
+
+
+def _table_rows(markdown: str, *, first_cell: str | None = None) -> list[list[str]]:
+    """Data rows of the Markdown tables in ``markdown`` (header and rule lines skipped)."""
+    rows = []
+    for line in markdown.splitlines():
+        if not line.startswith("| ") or line.startswith("|---"):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] in ("# Parties P", "Block"):
+            continue
+        if first_cell is None or cells[0] == first_cell:
+            rows.append(cells)
+    return rows
+
+
+def _mean_std_text(values: list[float]) -> str:
+    # By hand: the sample standard deviation divides by n - 1.
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+@pytest.fixture(scope="module")
+def digits_report(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("digits")
+    runs = make_runs(folder)
+    files = write_report(runs, out_dir=folder / "report", title=TITLE, settings=SETTINGS)
+    return runs, files
+
+
+@pytest.fixture(scope="module")
+def cifar_report(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("cifar")
+    runs = make_runs(folder, dataset="cifar10", backbone="resnet18")
+    files = write_report(runs, out_dir=folder / "report", title=TITLE, settings={**SETTINGS, "dataset": "cifar10"})
+    return runs, files
+
+
+def test_paper_numbers_match_the_printed_delta_columns():
+    assert len(PAPER_TABLE5) == 9 and len(PAPER_TABLE6) == 9
+    for key, pair in PAPER_TABLE5.items():
+        assert paper_delta(pair) == pytest.approx(PAPER_PRINTED_DELTA5[key], abs=0.005)
+    for key, pair in PAPER_TABLE6.items():
+        assert paper_delta(pair) == pytest.approx(PAPER_PRINTED_DELTA6[key], abs=0.005)
+    assert paper_cell(layout="table5", parties=100, beta=0.1) == (77.35, 82.18)
+    assert paper_cell(layout="table6", parties=50, beta=0.5, rho=0.01) == (81.70, 88.56)
+    assert paper_cell(layout="table6", parties=10, beta=0.5, rho=0.01) is None
+
+
+def test_table5_has_the_papers_layout_order_and_hand_computed_cells(digits_report):
+    _, files = digits_report
+    text = files.table5.read_text()
+    assert "| # Parties P | Dirichlet β | FedProx | singularized mixup (ours) | Δ |" in text.splitlines()
+    rows = _table_rows(text)
+    # P ascending, beta descending, one row per (P, beta).
+    assert [(row[0], row[1]) for row in rows] == [("10", "1.0"), ("10", "0.1"), ("50", "1.0"), ("50", "0.1")]
+    p10_b1 = rows[0]
+    assert p10_b1[2] == _mean_std_text([88.0, 89.0]) == "88.50 ± 0.71"
+    assert p10_b1[3] == _mean_std_text([89.0, 90.0])  # table5 block, not the release block's 60.50
+    assert p10_b1[4] == "+1.00"
+    p50_b01 = rows[3]
+    assert p50_b01[4] == f"{(78.0 + 79.0) / 2 - (80.0 + 82.0) / 2:+.2f}" == "-2.50"
+    assert "60.50" not in text
+
+
+def test_table_headers_name_how_numbers_were_made(digits_report):
+    _, files = digits_report
+    for path in (files.table5, files.table6, files.release_modes, files.one_shot_vs_iterative_md):
+        text = path.read_text()
+        assert "`num-rounds = 5`" in text and "`proximal-mu = 0.001`" in text
+        assert "Seeds: 0, 1 (2 seeds)" in text
+        assert "Data set: `digits`; backbone: `none`" in text
+        assert "highest val_accuracy over" in text
+    table5 = files.table5.read_text()
+    assert "release `once`" in table5 and "noise mode `clamped`" in table5 and "tau = 1e-06" in table5
+
+
+def test_ahead_count_says_plainly_when_fedprox_wins(digits_report):
+    _, files = digits_report
+    table5 = files.table5.read_text()
+    assert "Singularized mixup is ahead of FedProx in 3 of 4 cells; the paper reports it ahead of FedProx in all 9." \
+        in table5
+    assert "FedProx is ahead in 1 of 4 cells (P=50, β=0.1)" in table5
+    assert "does NOT reproduce" in table5
+    table6 = files.table6.read_text()
+    assert "ahead of FedProx in 2 of 2 cells; the paper reports it ahead of FedProx in all 9." in table6
+    assert "does NOT reproduce" not in table6
+
+
+def test_table6_adds_size_ratio_and_sorts_rho_descending(digits_report):
+    _, files = digits_report
+    text = files.table6.read_text()
+    assert "| # Parties P | Dirichlet β | Size ratio ρ | FedProx | singularized mixup (ours) | Δ |" in text
+    rows = _table_rows(text)
+    assert [row[:3] for row in rows] == [["50", "1.0", "1.0"], ["50", "1.0", "0.1"]]
+    assert rows[1][3:] == [_mean_std_text([80.0, 81.0]), _mean_std_text([88.0, 88.5]), "+7.75"]
+
+
+def test_paper_columns_only_for_cifar10_on_resnet18(digits_report, cifar_report):
+    _, digits_files = digits_report
+    for path in (digits_files.table5, digits_files.table6):
+        text = path.read_text()
+        assert "paper FedProx" not in text
+        assert "The paper's numbers are not shown because the data set/backbone (digits / none) differ" in text
+    _, cifar_files = cifar_report
+    table5 = cifar_files.table5.read_text()
+    assert ("| # Parties P | Dirichlet β | FedProx | singularized mixup (ours) | Δ | paper FedProx | paper mixup "
+            "| paper Δ |") in table5
+    assert "are not shown" not in table5
+    # Same data set and backbone, but the fixture's 5 FL rounds are not the paper's 50: said, not hidden.
+    assert "departs from the paper's protocol in: FL rounds 5 (paper 50)." in table5
+    rows = {(row[0], row[1]): row for row in _table_rows(table5)}
+    assert rows[("10", "1.0")][5:] == ["87.50", "88.38", "+0.88"]
+    assert rows[("50", "0.1")][5:] == ["75.21", "81.73", "+6.52"]
+    table6 = {(row[0], row[1], row[2]): row for row in _table_rows(cifar_files.table6.read_text())}
+    # Table 6's paper Δ gets the sign Table 6 itself leaves out.
+    assert table6[("50", "1.0", "0.1")][6:] == ["81.56", "88.67", "+7.11"]
+
+
+def test_paper_columns_blank_where_the_paper_has_no_cell(tmp_path):
+    runs = make_runs(tmp_path, dataset="cifar10", backbone="resnet18", blocks=("table5",))
+    for run in runs:
+        if run["parties"] == 50:
+            run["parties"] = 20  # the paper has no P = 20
+    files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
+    rows = {(row[0], row[1]): row for row in _table_rows(files.table5.read_text())}
+    assert rows[("20", "1.0")][5:] == ["", "", ""]
+    assert rows[("10", "0.1")][5:] == ["75.10", "81.14", "+6.04"]
+
+
+def test_release_modes_compare_exposures_once_vs_every_epoch(digits_report):
+    _, files = digits_report
+    rows = _table_rows(files.release_modes.read_text())
+    # Only the release block ran both modes, for one cell.
+    assert [(row[0], row[2], row[3], row[4], row[5]) for row in rows] == [
+        ("release", "10", "1.0", "1.0", "once"), ("release", "10", "1.0", "1.0", "per-epoch")]
+    once, per_epoch = rows
+    assert once[6] == _mean_std_text([60.0, 61.0]) and per_epoch[6] == _mean_std_text([62.0, 64.0])
+    assert per_epoch[7] == "+2.50"
+    assert (once[8], per_epoch[8]) == ("1", str(CENTRAL_EPOCHS))  # exposures per private sample
+    assert (once[9], per_epoch[9]) == ("1", str(CENTRAL_EPOCHS))  # releases per party
+    assert once[10] == f"{ROWS_PER_PARTY * ROW_BYTES / 2**20:.2f}"
+    assert per_epoch[10] == f"{CENTRAL_EPOCHS * ROWS_PER_PARTY * ROW_BYTES / 2**20:.2f}"
+    assert (once[11], per_epoch[11]) == ("1", str(CENTRAL_EPOCHS))
+
+
+def test_one_shot_vs_iterative_csv_has_one_row_per_group_with_per_party_bytes(digits_report):
+    runs, files = digits_report
+    with files.one_shot_vs_iterative_csv.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == ONE_SHOT_VS_ITERATIVE_COLUMNS
+        rows = list(reader)
+    expected_groups = {(block, parties, beta, rho, *arm)
+                       for (block, _, parties, beta, rho), arms in ACCURACIES.items() for arm in arms}
+    got = [(r["table"], int(r["parties"]), float(r["beta"]), float(r["rho"]), r["strategy"], r["release"])
+           for r in rows]
+    assert len(got) == len(set(got)) == len(expected_groups)
+    assert set(got) == expected_groups
+    for row, key in zip(rows, got):
+        block, parties, beta, rho, *arm = key
+        expected_total = _bytes_uploaded(arm=tuple(arm), parties=parties)
+        assert int(row["bytes_uploaded_total"]) == expected_total
+        assert float(row["bytes_uploaded_per_party"]) == expected_total / parties
+        assert int(row["n_seeds"]) == len(SEEDS)
+        accuracies = ACCURACIES[(block, "table6" if block == "table6" else "table5", parties, beta, rho)][tuple(arm)]
+        assert float(row["test_accuracy_mean"]) == pytest.approx(sum(accuracies) / len(accuracies))
+    markdown = files.one_shot_vs_iterative_md.read_text()
+    assert len(_table_rows(markdown)) == len(expected_groups)
+    assert "1.91 MiB" in markdown  # per-epoch upload per party: 20 * 100 kB
+
+
+def test_read_runs_csv_round_trips_types(digits_report, tmp_path):
+    runs, _ = digits_report
+    path = tmp_path / "runs.csv"
+    # Written the way the sweep runner writes it: csv module, None as an empty cell.
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RUNS_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(runs)
+    back = read_runs_csv(path)
+    assert back == runs
+    fedprox = next(run for run in back if run["strategy"] == "fedprox")
+    mixup = next(run for run in back if run["strategy"] == MIXUP)
+    assert isinstance(fedprox["parties"], int) and isinstance(fedprox["bytes_uploaded"], int)
+    assert isinstance(fedprox["beta"], float) and isinstance(fedprox["test_accuracy"], float)
+    assert fedprox["tau"] is None and fedprox["snr_pc1_mean"] is None and fedprox["release"] == ""
+    assert mixup["tau"] == 1e-6 and mixup["snr_pc1_mean"] == 0.0123
+
+
+def _assert_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    assert image.shape[0] > 200 and image.shape[1] > 200
+
+
+def test_plots_are_valid_pngs_and_the_index_links_them(digits_report):
+    _, files = digits_report
+    for path in (files.accuracy_vs_beta, files.accuracy_vs_rho, files.fedprox_rounds):
+        _assert_png(path)
+    index = files.report.read_text()
+    for name in ("accuracy_vs_beta.png", "accuracy_vs_rho.png", "fedprox_rounds.png"):
+        assert f"]({name})" in index
+    # Tables appear in order: table 5, table 6, release modes, one-shot vs iterative.
+    positions = [index.index(marker) for marker in (
+        "## test sweep: Table 5", "## test sweep: Table 6", "## test sweep: release once vs per epoch",
+        "## test sweep: one-shot singularized mixup vs iterative FL")]
+    assert positions == sorted(positions)
+    assert files.written() == (files.table5, files.table6, files.release_modes, files.one_shot_vs_iterative_md,
+                               files.one_shot_vs_iterative_csv, files.accuracy_vs_beta, files.accuracy_vs_rho,
+                               files.fedprox_rounds, files.report)
+    assert all(path.is_file() for path in files.written())
+
+
+def test_missing_summary_is_skipped_with_a_warning(tmp_path):
+    runs = make_runs(tmp_path, blocks=("table5",))
+    missing = next(run for run in runs if run["strategy"] == "fedprox")
+    Path(missing["summary_path"]).unlink()
+    with pytest.warns(UserWarning, match=f"run {missing['run_key']}: summary .* is missing"):
+        files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
+    _assert_png(files.fedprox_rounds)
+
+
+def test_only_present_layouts_are_written_and_one_seed_is_marked(tmp_path):
+    runs = make_runs(tmp_path, seeds=(0,), blocks=("table6",))
+    files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
+    assert files.table5 is None and files.accuracy_vs_beta is None and files.release_modes is None
+    assert not (tmp_path / "report" / "table5.md").exists()
+    assert not (tmp_path / "report" / "release_modes.md").exists()
+    assert files.table6.is_file() and files.accuracy_vs_rho.is_file()
+    rows = _table_rows(files.table6.read_text())
+    assert rows[0][3] == "82.00 ± 0.00 (1 seed)"
+    assert "none recorded" in files.table6.read_text()
+
+
+def test_fedavg_is_labelled_as_such(tmp_path):
+    runs = make_runs(tmp_path, blocks=("table5",))
+    for run in runs:
+        if run["strategy"] == "fedprox":
+            run["strategy"] = "fedavg"
+    files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
+    text = files.table5.read_text()
+    assert "| # Parties P | Dirichlet β | FedAvg | singularized mixup (ours) | Δ |" in text
+    assert "ahead of FedAvg in 3 of 4 cells" in text
+
+
+def test_cli_regenerates_the_same_table5_from_the_csv(digits_report, tmp_path):
+    runs, files = digits_report
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    with (sweep / "runs.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RUNS_CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(runs)
+    (sweep / "settings.json").write_text(json.dumps(SETTINGS))
+    out = tmp_path / "regenerated"
+    proc = subprocess.run(
+        [sys.executable, "-m", "simulations.report", str(sweep / "runs.csv"), "--out", str(out), "--title", TITLE],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    printed = [Path(line) for line in proc.stdout.splitlines()]
+    assert out / "table5.md" in printed and out / "report.md" in printed
+    assert (out / "table5.md").read_text() == files.table5.read_text()
+    assert (out / "table6.md").read_text() == files.table6.read_text()
+
+
+@pytest.mark.parametrize(
+    ("settings", "reason"),
+    [
+        ({"data": "generated CIFAR-10-format class patterns (not CIFAR-10)"}, "the data are generated"),
+        ({"backbone-weights": "none"}, "random weights"),
+    ],
+)
+def test_paper_columns_hidden_for_generated_data_or_random_backbone(tmp_path, settings, reason):
+    runs = make_runs(tmp_path, dataset="cifar10", backbone="resnet18", blocks=("table5",))
+    files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings=settings)
+    text = files.table5.read_text()
+    assert "paper FedProx" not in text
+    assert "The paper's numbers are not shown" in text and reason in text

@@ -1,0 +1,239 @@
+"""The sweep runner: grid files, run identity, resumption after interruption, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from simulations.report import read_runs_csv
+from simulations.sweep import (
+    DEFAULT_SWEEP,
+    SWEEPS_DIR,
+    SweepError,
+    expand_runs,
+    load_sweep,
+    main,
+    row_from_summary,
+    run_sweep,
+    unique_runs,
+)
+from sweep_fakes import JournalingExecutor, fake_summary, journal
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "tiny"
+seeds = [0, 1]
+[settings]
+dataset = "digits"
+central-epochs = 3
+num-rounds = 2
+[[table]]
+name = "table5"
+layout = "table5"
+parties = [3, 4]
+beta = [1.0, 0.1]
+[[table]]
+name = "table6"
+layout = "table6"
+parties = [4]
+beta = [0.5]
+rho = [1.0, 0.1]
+[[table]]
+name = "release"
+layout = "table5"
+parties = [4]
+beta = [0.1]
+strategies = ["one-shot-mixup"]
+releases = ["once", "per-epoch"]
+"""
+
+
+def _sweep_file(tmp_path: Path, text: str = TINY) -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_shipped_sweeps_expand_to_the_papers_grids():
+    default = load_sweep(DEFAULT_SWEEP)
+    runs = expand_runs(default)
+    assert default.settings["dataset"] == "digits"
+    assert {r.layout for r in runs} == {"table5", "table6"}
+    # P {5, 10} x beta {1, 0.1} and P 10 x beta 0.1 x rho {1, 0.1}, two strategies, plus the
+    # per-epoch release of one cell; the release block's "once" run is table 5's own run.
+    assert len(unique_runs(runs)) == 2 * (4 * 2 + 2 * 2 + 1)
+    assert len(runs) == len(unique_runs(runs)) + 2
+    gpu = expand_runs(load_sweep(SWEEPS_DIR / "cifar10-resnet18-gpu.toml"))
+    assert len(gpu) == 3 * (9 + 9) * 2
+    table5 = {(r.parties, r.beta) for r in gpu if r.layout == "table5"}
+    assert table5 == {(p, b) for p in (10, 50, 100) for b in (1.0, 0.5, 0.1)}
+    table6 = {(r.parties, r.beta, r.rho) for r in gpu if r.layout == "table6"}
+    assert table6 == {(50, b, r) for b in (1.0, 0.5, 0.1) for r in (1.0, 0.1, 0.01)}
+    assert all(r.run_config["partitioner"] == "size-skew" for r in gpu if r.layout == "table6")
+    assert all(r.run_config["backbone"] == "resnet18" for r in gpu)
+
+
+def test_run_identity_hashes_the_whole_config(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path))
+    first = expand_runs(spec)
+    assert [r.key for r in first] == [r.key for r in expand_runs(spec)]  # stable
+    changed = expand_runs(spec, overrides={"tau": 1e-4})
+    assert not {r.key for r in first} & {r.key for r in changed}
+    run = next(r for r in first if r.layout == "table6" and r.rho == 0.1)
+    assert run.run_config["rho"] == 0.1 and run.run_config["poor-party"] == 0
+    assert "release" not in next(r for r in first if r.strategy == "fedprox").run_config
+    names = [r.name for r in unique_runs(first)]
+    assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "x"\nseeds = [0]\n[[table]]\nname = "t"\nlayout = "table6"\nparties = [3]\nbeta = [1.0]\n', "needs rho"),
+        ('name = "x"\nseeds = [0]\n[[table]]\nname = "t"\nlayout = "table5"\nparties = [3]\nbeta = [1.0]\nrho = [0.1]\n',
+         "remove rho"),
+        ('name = "x"\nseeds = [0]\n[settings]\nseed = 3\n[[table]]\nname = "t"\nlayout = "table5"\nparties = [3]\nbeta = [1.0]\n',
+         "set by the sweep"),
+        ('name = "x"\nseeds = [0]\nbogus = 1\n[[table]]\nname = "t"\nlayout = "table5"\nparties = [3]\nbeta = [1.0]\n',
+         "bogus"),
+        ('name = "x"\nseeds = [0, 0]\n[[table]]\nname = "t"\nlayout = "table5"\nparties = [3]\nbeta = [1.0]\n', "distinct"),
+        ('name = "x"\nseeds = [0]\n[[table]]\nname = "t"\nlayout = "table5"\nparties = [1]\nbeta = [1.0]\n', "2 parties"),
+    ],
+)
+def test_bad_sweep_files_are_refused_with_the_reason(tmp_path, text, message):
+    with pytest.raises(SweepError, match=message):
+        load_sweep(_sweep_file(tmp_path, text))
+
+
+def test_bad_run_config_is_refused_before_anything_runs(tmp_path, capsys):
+    code = main([str(_sweep_file(tmp_path)), "--out", str(tmp_path / "out"), "--set", "beta-typo=1.0"],
+                executor=JournalingExecutor(tmp_path / "journal"))
+    assert code == 2
+    assert "unknown key" in capsys.readouterr().err
+    assert journal(tmp_path / "journal") == []
+
+
+def test_sweep_runs_every_run_once_and_a_rerun_computes_nothing(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    executor = JournalingExecutor(tmp_path / "journal")
+    outcome = run_sweep(spec, out_dir=out, executor=executor, progress=False)
+    planned = len(unique_runs(expand_runs(spec)))
+    assert len(outcome.computed) == planned and not outcome.failed
+    starts = Counter(name for event, name in journal(tmp_path / "journal") if event == "start")
+    assert set(starts.values()) == {1} and len(starts) == planned
+    rows = read_runs_csv(out / "runs.csv")
+    assert len(rows) == len(expand_runs(spec))  # one row per run and table
+    per_epoch = [r for r in rows if r["release"] == "per-epoch"]
+    assert per_epoch and all(r["exposures_per_sample"] == 3 and r["rounds"] == 3 for r in per_epoch)
+    assert all(r["exposures_per_sample"] == 1 for r in rows if r["release"] == "once")
+    assert all(r["exposures_per_sample"] == 0 for r in rows if r["strategy"] == "fedprox")
+
+    again = run_sweep(spec, out_dir=out, executor=executor, progress=False)
+    assert again.computed == [] and len(again.reused) == planned
+    assert len(journal(tmp_path / "journal")) == 2 * planned  # start + done each, nothing new
+
+
+def test_failed_run_is_recorded_kept_and_retried(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "j1", fail={"P3-b0.1-seed1"}),
+                        progress=False)
+    failed = [f["name"] for f in outcome.failed]
+    assert failed and all("P3-b0.1-seed1" in name for name in failed)
+    assert json.loads((out / "failures.json").read_text())[0]["name"] == failed[0]
+    assert (out / "logs" / f"{failed[0]}.log").exists()
+    retry = run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "j2"), progress=False)
+    assert sorted(retry.computed) == sorted(failed) and not retry.failed
+
+
+def test_a_second_sweep_on_the_same_folder_is_refused(tmp_path):
+    import fcntl
+
+    spec = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    out.mkdir()
+    with (out / "sweep.lock").open("a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(SweepError, match="another sweep"):
+            run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "j"), progress=False)
+
+
+def _start_sweep(tmp_path: Path, out: Path, *, delay: float) -> subprocess.Popen:
+    script = tmp_path / "drive.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]
+        from pathlib import Path
+        from simulations.sweep import main
+        from sweep_fakes import JournalingExecutor
+        sys.exit(main([{str(tmp_path / 'sweep.toml')!r}, "--out", {str(out)!r}, "--no-progress"],
+                      executor=JournalingExecutor(Path({str(tmp_path / 'journal')!r}), delay={delay})))
+    """))
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            cwd=ROOT, text=True)
+
+
+def _wait_for_done(path: Path, count: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while sum(1 for e, _ in journal(path) if e == "done") < count:
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.monotonic() < deadline, "sweep made no progress"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_sweep_resumes_without_recomputing_a_finished_run(tmp_path, how):
+    _sweep_file(tmp_path)
+    out = tmp_path / "out"
+    proc = _start_sweep(tmp_path, out, delay=0.4)
+    _wait_for_done(tmp_path / "journal", 3, proc)
+    time.sleep(0.1)  # inside the fourth run
+    proc.send_signal(how)
+    proc.wait(timeout=30)
+    if how == signal.SIGTERM:
+        assert proc.returncode == 130  # clean stop: "run the same command again to continue"
+    before = journal(tmp_path / "journal")
+    finished_before = {n for e, n in before if e == "done"}
+    cut_off = {n for e, n in before if e == "start"} - finished_before
+
+    proc = _start_sweep(tmp_path, out, delay=0.0)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, output
+    events = journal(tmp_path / "journal")[len(before):]
+    restarted = [n for e, n in events if e == "start"]
+    assert not finished_before & set(restarted), "a finished run was computed again"
+    assert cut_off <= set(restarted)
+    if how == signal.SIGKILL:  # no chance to clean up: the marker tells the next start
+        assert {n for e, n in events if e == "recover"} == cut_off
+        assert any(p.name.startswith(next(iter(cut_off))) and ".interrupted-" in p.name
+                   for p in (out / "logs").iterdir())
+    spec = load_sweep(tmp_path / "sweep.toml")
+    planned = {r.name for r in unique_runs(expand_runs(spec))}
+    assert {n for e, n in journal(tmp_path / "journal") if e == "done"} == planned
+    assert not list((out / "inflight").iterdir())
+    assert (out / "report.md").exists() and (out / "table5.md").exists()
+
+
+def test_row_from_summary_reads_the_figures_that_name_how_a_number_was_made(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path))
+    run = next(r for r in expand_runs(spec) if r.release == "per-epoch")
+    summary = fake_summary(run, run.run_config)
+    row = row_from_summary(run, summary, summary_path=tmp_path / "s.json")
+    assert row["test_accuracy"] == pytest.approx(100 * summary["result"]["test_accuracy"])
+    assert row["selected_at"] == 2 and row["noise_mode"] == "clamped" and row["tau"] == 1e-6
+    assert row["releases_per_party"] == row["exposures_per_sample"] == 3
+    assert row["bytes_uploaded_per_party"] == pytest.approx(summary["communication"]["bytes_uploaded"] / run.parties)
+    fl = next(r for r in expand_runs(spec) if r.strategy == "fedprox")
+    fl_row = row_from_summary(fl, fake_summary(fl, fl.run_config), summary_path=tmp_path / "f.json")
+    assert fl_row["release"] == "" and fl_row["tau"] is None and fl_row["exposures_per_sample"] == 0
