@@ -174,6 +174,16 @@ def load_sweep(path: Path) -> SweepSpec:
         raise SweepError("\n".join(lines)) from None
 
 
+def select_tables(spec: SweepSpec, names: Iterable[str]) -> SweepSpec:
+    """The sweep restricted to the named blocks (file order kept)."""
+    wanted = list(dict.fromkeys(names))
+    known = [t.name for t in spec.table]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SweepError(f"--tables {' '.join(unknown)}: no such block (the file has {', '.join(known)})")
+    return spec.model_copy(update={"table": [t for t in spec.table if t.name in wanted]})
+
+
 @dataclass(frozen=True)
 class SweepRun:
     """One ``flwr run`` of the sweep and the table cell it belongs to."""
@@ -606,6 +616,7 @@ def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> 
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="run-config value for every run, TOML literal, repeatable")
     parser.add_argument("--seeds", type=int, nargs="+", help="replace the file's seeds")
+    parser.add_argument("--tables", nargs="+", metavar="NAME", help="run only these blocks of the file")
     parser.add_argument("--gpu", action="store_true", help="parties share the GPU: 1 CPU and 1/min(P, cores) GPU each")
     parser.add_argument("--timeout", type=float, default=3 * 3600, help="seconds allowed per run (default 3 h)")
     parser.add_argument("--generate-cifar10", type=int, metavar="N_TRAIN",
@@ -620,6 +631,8 @@ def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> 
         spec = load_sweep(args.sweep_file)
         if args.seeds:
             spec = spec.model_copy(update={"seeds": SweepSpec._distinct_seeds(args.seeds)})
+        if args.tables:
+            spec = select_tables(spec, args.tables)
         overrides = parse_overrides(args.overrides)
         out_dir = (args.out or PROJECT_ROOT / "runs" / "sweeps" / spec.name).resolve()
         if args.generate_cifar10:

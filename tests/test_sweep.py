@@ -237,3 +237,13 @@ def test_row_from_summary_reads_the_figures_that_name_how_a_number_was_made(tmp_
     fl = next(r for r in expand_runs(spec) if r.strategy == "fedprox")
     fl_row = row_from_summary(fl, fake_summary(fl, fl.run_config), summary_path=tmp_path / "f.json")
     assert fl_row["release"] == "" and fl_row["tau"] is None and fl_row["exposures_per_sample"] == 0
+
+
+def test_tables_option_selects_blocks(tmp_path):
+    from simulations.sweep import select_tables
+
+    spec = load_sweep(_sweep_file(tmp_path))
+    only = select_tables(spec, ["table6"])
+    assert {r.table for r in expand_runs(only)} == {"table6"}
+    with pytest.raises(SweepError, match="no such block"):
+        select_tables(spec, ["table7"])
