@@ -23,7 +23,7 @@ from client.party import STREAM_MIXUP, STREAM_RADIUS, STREAM_STATS, PartyData, d
 from common.calibration import data_statistics, noise_multiplier, streamed_statistics
 from common.config import RunConfig
 from common.feature_radius import map_radius_to_features
-from common.leakage import measure_release_snr
+from common.leakage import measure_release_snr, reidentification_rate, theorem1_report
 from common.mixup import MixupRelease, singularized_mixup
 from features.extraction import forward_features
 from features.pipeline import load_backbone, preprocessing_for
@@ -176,8 +176,10 @@ def make_release(
         "calibration-seconds": calibration.seconds,
         "mixing-seconds": time.perf_counter() - started,
     }
-    if epoch == 1:  # the SNR of later epochs' releases follows the same law; measuring it is not free
+    if epoch == 1:  # later epochs' releases follow the same law; measuring is not free
         metrics.update(measure_release_snr(train_x, release, alpha=cfg.alpha).as_metrics())
+        metrics["reid-rate"] = reidentification_rate(train_x, release)
+        metrics.update(theorem1_report(train_x, release).as_metrics())
     return PartyRelease(train=release, val=val_release, metrics=metrics)
 
 

@@ -1,4 +1,5 @@
-"""Measured leakage of a release: the empirical directional SNR of Theorem 2.
+"""Measured leakage of a release: the empirical directional SNR of Theorem 2, the
+re-identification rate, and Theorem 1's per-sample minimax bound.
 
 Theorem 2 bounds, for every unit direction ``u``, the ratio of the energy of the signal
 ``S_i = w_i1 (x_i - mu)`` to that of the interference ``I_i = (x~_i - mu) - S_i`` (the
@@ -16,10 +17,20 @@ from dataclasses import dataclass
 
 import torch
 
-from .calibration import theorem2_direction_bound
+import numpy as np
+
+from .calibration import theorem1_bound, theorem2_direction_bound
 from .mixup import MixupRelease
 
-__all__ = ["SnrReport", "directional_snr", "measure_release_snr", "top_principal_directions"]
+__all__ = [
+    "SnrReport",
+    "Theorem1Report",
+    "directional_snr",
+    "measure_release_snr",
+    "reidentification_rate",
+    "theorem1_report",
+    "top_principal_directions",
+]
 
 
 def top_principal_directions(x: torch.Tensor, k: int = 1) -> torch.Tensor:
@@ -115,3 +126,64 @@ def measure_release_snr(
         bound_random=sum(bound(u) for u in rand) / num_random,
         num_random=num_random,
     )
+
+
+def reidentification_rate(private_x: torch.Tensor, release: MixupRelease, *, batch_size: int = 1024) -> float:
+    """Share of released rows whose nearest private row is one of the row's two sources.
+
+    For every mixed row ``x~_i`` the nearest row of ``private_x`` (Euclidean) is found; the
+    row counts as re-identified when that nearest row is ``x_i`` or its partner
+    ``x_pi(i)``. Chance level is about ``2 / n``. An evaluation, not an attack: it needs the
+    private rows, so it runs where they live (the party) and only the rate is reported.
+    """
+    n = private_x.shape[0]
+    if release.x.shape[0] != n:
+        raise ValueError(f"release has {release.x.shape[0]} rows but there are {n} private rows")
+    flat = private_x.reshape(n, -1).to(torch.float64)
+    mixed = release.x.reshape(n, -1).to(device=flat.device, dtype=torch.float64)
+    own = torch.arange(n, device=flat.device)
+    partner = release.partner.to(flat.device)
+    sq = flat.pow(2).sum(dim=1)
+    hits = 0
+    for start in range(0, n, batch_size):
+        block = mixed[start : start + batch_size]
+        # ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2; the ||a||^2 term does not change the arg-min.
+        nearest = (sq[None, :] - 2 * block @ flat.T).argmin(dim=1)
+        rows = slice(start, start + block.shape[0])
+        hits += int(((nearest == own[rows]) | (nearest == partner[rows])).sum())
+    return hits / n
+
+
+@dataclass(frozen=True)
+class Theorem1Report:
+    """Theorem 1's minimax lower bound ``r^2 T_i`` on ``E||x_i - x_hat_i||^2`` per sample.
+
+    The bound holds for the strict mechanism (spherical noise of radius ``r``) against any
+    estimator that knows the mixing weights; a clamped release carries no such bound. The
+    relative figures divide by the party's mean squared row norm, so ``min_relative < 1``
+    means the bound allows a reconstruction error smaller than the data's own energy for
+    the weakest sample.
+    """
+
+    min: float
+    median: float
+    min_relative: float
+    median_relative: float
+
+    def as_metrics(self) -> dict[str, float]:
+        return {
+            "theorem1-mse-min": self.min,
+            "theorem1-mse-median": self.median,
+            "theorem1-relative-min": self.min_relative,
+            "theorem1-relative-median": self.median_relative,
+        }
+
+
+def theorem1_report(private_x: torch.Tensor, release: MixupRelease) -> Theorem1Report:
+    """Summarise Theorem 1's per-sample bound for ``release`` (see :class:`Theorem1Report`)."""
+    bound = theorem1_bound(release.weights, release.partner, release.radius)
+    energy = float(private_x.reshape(private_x.shape[0], -1).to(torch.float64).pow(2).sum(dim=1).mean())
+    finite = bound[np.isfinite(bound)]
+    low = float(finite.min()) if finite.size else float("inf")
+    mid = float(np.median(bound))
+    return Theorem1Report(min=low, median=mid, min_relative=low / energy, median_relative=mid / energy)

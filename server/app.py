@@ -145,6 +145,16 @@ def main(grid: Grid, context: Context) -> None:
                 "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
                 "snr_random": mean_max(m["snr-random"] for m in parties),
                 "snr_bound_random": mean_max(m["snr-bound-random"] for m in parties),
+                "reidentification_rate": mean_max(m["reid-rate"] for m in parties),
+                "reidentification_note": "share of each party's released rows whose nearest private row "
+                "(Euclidean, in the space it was mixed in) is one of the row's two sources; chance is about 2/n; "
+                "measured by the party on its own data",
+                "theorem1_mse_min": mean_max(m["theorem1-mse-min"] for m in parties),
+                "theorem1_relative_min": mean_max(m["theorem1-relative-min"] for m in parties),
+                "theorem1_relative_median": mean_max(m["theorem1-relative-median"] for m in parties),
+                "theorem1_note": "Theorem 1: minimax lower bound r^2 T_i on E||x_i - x_hat_i||^2 against any "
+                "estimator knowing the mixing weights, per sample; 'relative' divides by the party's mean "
+                "squared row norm; holds for strict noise only (noise mode above)",
                 "snr_note": "measured on each party's own release, in the space it was mixed in: energy of "
                 "w1 (x - mean) over that of the noisy partner term, along the party's first principal direction "
                 "and random directions; Theorem 2's bound holds for strict noise in the space it was calibrated in",

@@ -85,5 +85,12 @@ def table_lines(summary: dict) -> list[str]:
             f"tau = {_fmt_float(privacy['tau'])}; SNR along PC1 mean {_fmt_float(privacy['snr_pc1']['mean'])}, "
             f"max {_fmt_float(privacy['snr_pc1']['max'])} (Thm 2 bound {_fmt_float(privacy['snr_bound_pc1']['max'])})",
         ))
+    if privacy and privacy.get("reidentification_rate"):
+        rows.append((
+            "re-identification",
+            f"{100 * privacy['reidentification_rate']['mean']:.1f} % of released rows nearest to one of their "
+            f"sources (max party {100 * privacy['reidentification_rate']['max']:.1f} %); Theorem 1 bound on the "
+            f"weakest sample's MSE / mean energy: {_fmt_float(privacy['theorem1_relative_min']['min'])}",
+        ))
     width = max(len(k) for k, _ in rows)
     return [f"{k.ljust(width)} | {v}" for k, v in rows]

@@ -76,6 +76,12 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert summary["privacy"]["tau"] == 1e-6
     assert summary["privacy"]["snr_pc1"]["mean"] > 0
     assert "tau vs measured SNR" in log
+    # Clamped digits at tau = 1e-6: a large share of released rows is still nearest to one of
+    # its sources (about half here), against a chance level of 2/n (below 1 %).
+    chance = 2 / min(p["num-examples"] for p in parties)
+    assert 20 * chance < summary["privacy"]["reidentification_rate"]["mean"] <= 1.0
+    assert all("reid-rate" in p and "theorem1-relative-min" in p for p in parties)
+    assert "re-identification" in log
 
 
 def test_per_epoch_release_queries_every_epoch_and_counts_exposures(flower, tmp_path):
