@@ -27,6 +27,7 @@ __all__ = [
     "Theorem1Report",
     "directional_snr",
     "measure_release_snr",
+    "nearest_source_rate",
     "reidentification_rate",
     "theorem1_report",
     "top_principal_directions",
@@ -136,13 +137,27 @@ def reidentification_rate(private_x: torch.Tensor, release: MixupRelease, *, bat
     ``x_pi(i)``. Chance level is about ``2 / n``. An evaluation, not an attack: it needs the
     private rows, so it runs where they live (the party) and only the rate is reported.
     """
+    return nearest_source_rate(private_x, release.x, release.partner, batch_size=batch_size)
+
+
+def nearest_source_rate(
+    private_x: torch.Tensor, mixed_x: torch.Tensor, partner: torch.Tensor, *, batch_size: int = 1024
+) -> float:
+    """:func:`reidentification_rate` on plain tensors: ``mixed_x[i]`` has sources ``i`` and
+    ``partner[i]`` among the rows of ``private_x``."""
     n = private_x.shape[0]
-    if release.x.shape[0] != n:
-        raise ValueError(f"release has {release.x.shape[0]} rows but there are {n} private rows")
+    if mixed_x.shape[0] != n:
+        raise ValueError(f"release has {mixed_x.shape[0]} rows but there are {n} private rows")
     flat = private_x.reshape(n, -1).to(torch.float64)
-    mixed = release.x.reshape(n, -1).to(device=flat.device, dtype=torch.float64)
+    mixed = mixed_x.reshape(n, -1).to(device=flat.device, dtype=torch.float64)
+    if mixed.shape[1] != flat.shape[1]:
+        raise ValueError(f"released rows have {mixed.shape[1]} values, private rows {flat.shape[1]}")
+    partner = torch.as_tensor(partner).reshape(-1).long().to(flat.device)
+    if partner.numel() != n:
+        raise ValueError(f"partner has {partner.numel()} entries for {n} rows")
+    if n == 0:
+        return float("nan")
     own = torch.arange(n, device=flat.device)
-    partner = release.partner.to(flat.device)
     sq = flat.pow(2).sum(dim=1)
     hits = 0
     for start in range(0, n, batch_size):
