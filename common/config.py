@@ -120,6 +120,14 @@ class RunConfig(BaseModel):
         "auto", description="where the server trains and parties extract, mix and train"
     )
     round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies per round")
+    expected_parties: int = Field(
+        0, ge=0, description="parties to wait for before starting (deployment); 0 = those connected at start"
+    )
+    connect_timeout: float = Field(600.0, gt=0, description="seconds to wait for expected-parties to connect")
+    quorum: int = Field(
+        2, ge=1, description="fewest parties (connected, and with a valid one-shot release) a run proceeds with"
+    )
+    max_upload_mb: float = Field(2048.0, gt=0, description="largest accepted one-shot upload per party, MiB")
     output_dir: str = Field(
         "~/mixup-fl-runs",
         description="absolute folder (~ allowed) for run summaries",
@@ -167,6 +175,8 @@ class RunConfig(BaseModel):
     def _consistent(self) -> RunConfig:
         if self.partitioner == "dirichlet" and self.rho != 1.0:
             raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
+        if self.expected_parties and self.quorum > self.expected_parties:
+            raise ValueError(f"quorum: {self.quorum} is more than expected-parties = {self.expected_parties}")
         if self.release != "once" and self.strategy != "one-shot-mixup":
             raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
         if self.dataset == "digits" and self.backbone != "none":

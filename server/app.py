@@ -31,6 +31,7 @@ from server.federated import run_federated
 from server.memory import MemoryProbe
 from server.metered_grid import MeteredGrid
 from server.one_shot import Collected, collect_releases, train_on_union
+from server.validation import UploadCheck
 from server.summary import mean_max, table_lines, write_json_atomic
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
@@ -38,19 +39,32 @@ log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run lo
 app = ServerApp()
 
 
-def _wait_for_nodes(grid: Grid, *, timeout: float, settle: float = 2.0) -> list[int]:
-    """Node ids once at least two are connected and the count has not changed for
-    ``settle`` seconds (simulated nodes are all registered at start)."""
+def _wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, settle: float = 2.0) -> list[int]:
+    """Node ids to run with.
+
+    ``expected = 0`` (simulation): once at least ``quorum`` nodes are connected and the count
+    has not changed for ``settle`` seconds (simulated nodes all register at start).
+    ``expected > 0`` (deployment): as soon as ``expected`` nodes are connected; after
+    ``timeout`` seconds, with those connected if they reach ``quorum``, else the run fails.
+    """
     deadline = time.monotonic() + timeout
     last, stable_since = -1, time.monotonic()
     while True:
         ids = sorted(grid.get_node_ids())
         if len(ids) != last:
             last, stable_since = len(ids), time.monotonic()
-        if len(ids) >= 2 and time.monotonic() - stable_since >= settle:
+            if expected:
+                log.info("%d of %d expected parties connected", len(ids), expected)
+        if expected and len(ids) >= expected:
+            return ids
+        if not expected and len(ids) >= quorum and time.monotonic() - stable_since >= settle:
             return ids
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(ids)} node(s) connected after {timeout:.0f} s; need at least 2")
+            if len(ids) >= quorum:
+                log.warning("%d of %d expected parties connected after %.0f s: proceeding under quorum = %d",
+                            len(ids), expected, timeout, quorum)
+                return ids
+            raise RuntimeError(f"only {len(ids)} node(s) connected after {timeout:.0f} s; quorum is {quorum}")
         time.sleep(0.2)
 
 
@@ -77,7 +91,10 @@ def main(grid: Grid, context: Context) -> None:
     test_x = split_inputs(cfg, data, "test", device=device).to(device)
     test_y = data.test_y.to(device)
     metered = MeteredGrid(grid)
-    node_ids = _wait_for_nodes(metered, timeout=cfg.round_timeout)
+    node_ids = _wait_for_nodes(
+        metered, expected=cfg.expected_parties, quorum=cfg.quorum,
+        timeout=cfg.connect_timeout if cfg.expected_parties else cfg.round_timeout,
+    )
     log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
 
     summary: dict = {
@@ -91,20 +108,33 @@ def main(grid: Grid, context: Context) -> None:
     }
     if cfg.strategy == "one-shot-mixup":
         probe = MemoryProbe(device).start()
-        collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout, device=device)
-        if not collected.party_metrics:
-            raise RuntimeError(f"no party sent a release: {collected.failures}")
+
+        def upload_check() -> UploadCheck:  # one per collection: a party uploads once per query
+            return UploadCheck(
+                row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes, input_dtype=cfg.upload_dtype,
+                num_partitions=max(cfg.expected_parties, len(node_ids)), max_bytes=int(cfg.max_upload_mb * 2**20),
+            )
+
+        collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout, device=device, check=upload_check())
+        if len(collected.party_metrics) < cfg.quorum:
+            raise RuntimeError(
+                f"{len(collected.party_metrics)} valid release(s), fewer than quorum = {cfg.quorum}; "
+                f"failures: {collected.failures}; rejections: {collected.rejections}"
+            )
         probe.checkpoint("collected")  # assembling the union alone, before training allocates
         releases = Counter(int(m["partition-id"]) for m in collected.party_metrics)
         failures = list(collected.failures)
+        rejections = list(collected.rejections)
         later_epochs: list[dict] = []
 
         def next_release(epoch: int) -> Collected:
             fresh = collect_releases(
-                metered, node_ids, timeout=cfg.round_timeout, device=device, epoch=epoch, with_validation=False
+                metered, node_ids, timeout=cfg.round_timeout, device=device, epoch=epoch, with_validation=False,
+                check=upload_check(),
             )
             releases.update(int(m["partition-id"]) for m in fresh.party_metrics)
             failures.extend({**f, "epoch": epoch} for f in fresh.failures)
+            rejections.extend(fresh.rejections)
             later_epochs.append({"epoch": epoch, "parties": len(fresh.party_metrics),
                                  "rows": fresh.train.filled, "collect_seconds": fresh.seconds})
             return fresh
@@ -174,6 +204,17 @@ def main(grid: Grid, context: Context) -> None:
             parties=parties,
             later_epochs=later_epochs,
             failures=failures,
+            rejections=rejections,
+            participation={
+                "expected": cfg.expected_parties or len(node_ids),
+                "connected": len(node_ids),
+                "quorum": cfg.quorum,
+                "contributed_partitions": [m["partition-id"] for m in parties],
+                "contributed_nodes": [m["node-id"] for m in parties],
+                "not_contributing_nodes": sorted(
+                    {f["node-id"] for f in collected.failures} | {r["node-id"] for r in collected.rejections}
+                ),
+            },
             history=outcome["history"],
         )
     else:

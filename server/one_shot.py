@@ -20,6 +20,7 @@ from common.model import MixupClassifier
 from common.training import EpochRecord, evaluate, train_centralized
 from server.metered_grid import MeteredGrid
 from server.union import UnionBuffer
+from server.validation import UploadCheck, UploadRejected
 
 log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run logs
 
@@ -31,6 +32,7 @@ class Collected:
     epoch: int = 1
     party_metrics: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -42,13 +44,16 @@ def collect_releases(
     device: torch.device | str = "cpu",
     epoch: int = 1,
     with_validation: bool = True,
+    check: UploadCheck | None = None,
 ) -> Collected:
     """Send one ``query`` to every node and copy each release into the union on arrival.
 
     The union lives on ``device`` (the training device): each reply is copied there once
     and dropped, so host memory holds at most the reply being copied. ``epoch`` asks for
     that epoch's fresh mixtures (``release = "per-epoch"``); ``with_validation`` asks for
-    the party's validation release too.
+    the party's validation release too. ``check`` validates every upload first
+    (:mod:`server.validation`): a rejected one is logged, listed in ``rejections`` and
+    left out; the collection goes on with the valid parties.
     """
     started = time.perf_counter()
     request = ConfigRecord(
@@ -69,16 +74,24 @@ def collect_releases(
             collected.failures.append({"node-id": node, "error": reply.error.reason})
             log.error("node %s failed: %s", node, reply.error.reason)
             continue
-        release = reply.content["release"]
-        metrics = dict(reply.content["metrics"])
-        pid = int(metrics["partition-id"])
-        if collected.val is not None and "val-x" not in release:
-            collected.failures.append({"node-id": node, "error": "reply has no validation release"})
-            log.error("node %s sent no validation release; its release is not used", node)
+        try:
+            release = reply.content["release"]
+            metrics = dict(reply.content["metrics"])
+            arrays = {key: release[key].numpy() for key in release}
+        except Exception as err:  # noqa: BLE001 - any malformed reply is a rejection, not a crash
+            _reject(collected, node=node, pid=None, epoch=epoch, reason=f"unreadable reply: {err}")
             continue
-        collected.train.add(pid, release["x"].numpy(), release["y"].numpy())
+        if check is not None:
+            try:
+                pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation)
+            except UploadRejected as err:
+                _reject(collected, node=node, pid=metrics.get("partition-id"), epoch=epoch, reason=str(err))
+                continue
+        else:
+            pid = int(metrics["partition-id"])
+        collected.train.add(pid, arrays["x"], arrays["y"])
         if collected.val is not None:
-            collected.val.add(pid, release["val-x"].numpy(), release["val-y"].numpy())
+            collected.val.add(pid, arrays["val-x"], arrays["val-y"])
         collected.party_metrics.append({"node-id": node, **metrics})
         if epoch == 1:  # later epochs of a per-epoch run get one line each (below)
             log.info(
@@ -86,8 +99,9 @@ def collect_releases(
                 len(collected.party_metrics), len(node_ids), pid,
                 metrics["num-examples"], metrics["num-val"], metrics["radius"],
             )
-        del reply, release
-    answered = {m["node-id"] for m in collected.party_metrics} | {f["node-id"] for f in collected.failures}
+        del reply, release, arrays
+    answered = ({m["node-id"] for m in collected.party_metrics} | {f["node-id"] for f in collected.failures}
+                | {r["node-id"] for r in collected.rejections})
     for nid in node_ids:
         if nid not in answered:
             collected.failures.append({"node-id": nid, "error": f"no reply within {timeout:.0f} s"})
@@ -98,6 +112,11 @@ def collect_releases(
             epoch, len(collected.party_metrics), len(node_ids), collected.train.filled, collected.seconds,
         )
     return collected
+
+
+def _reject(collected: Collected, *, node: int, pid: object, epoch: int, reason: str) -> None:
+    collected.rejections.append({"node-id": node, "partition-id": pid, "epoch": epoch, "reason": reason})
+    log.error("upload from node %s (party %s) rejected: %s", node, pid, reason)
 
 
 def train_on_union(

@@ -82,6 +82,8 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert 20 * chance < summary["privacy"]["reidentification_rate"]["mean"] <= 1.0
     assert all("reid-rate" in p and "theorem1-relative-min" in p for p in parties)
     assert "re-identification" in log
+    assert summary["rejections"] == [] and summary["failures"] == []
+    assert sorted(summary["participation"]["contributed_partitions"]) == list(range(PARTIES))
 
 
 def test_per_epoch_release_queries_every_epoch_and_counts_exposures(flower, tmp_path):

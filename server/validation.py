@@ -1,0 +1,118 @@
+"""Checks on every one-shot upload before it touches the union.
+
+A deployed server receives whatever a SuperNode sends. A release enters the union only if
+it has the expected arrays, shapes, dtypes and counts, finite values, soft labels on the
+probability simplex, stays under the size limit, and is the first upload of its party in
+this collection. Anything else is rejected with a reason; the run goes on with the valid
+parties and the summary lists every rejection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FIRST_RELEASE_METRICS", "UploadCheck", "UploadRejected"]
+
+# Figures the summary aggregates from every party's first release (numbers; may be inf).
+FIRST_RELEASE_METRICS = (
+    "radius", "image-radius", "noise-multiplier", "snr-pc1", "snr-bound-pc1", "snr-random", "snr-bound-random",
+    "reid-rate", "theorem1-mse-min", "theorem1-relative-min", "theorem1-relative-median",
+)
+
+
+class UploadRejected(ValueError):
+    """An upload that must not enter the union; the message says why (one line)."""
+
+
+@dataclass
+class UploadCheck:
+    """What a valid upload of this run looks like, and which parties already sent one.
+
+    Parameters
+    ----------
+    row_shape : tuple of int
+        Shape of one mixed input row (the server's test inputs have the same).
+    num_classes : int
+        Width of the soft labels.
+    input_dtype : str
+        The run's ``upload-dtype`` (``float32`` or ``float16``); soft labels are float32.
+    num_partitions : int
+        Valid partition ids are ``0 .. num_partitions - 1``.
+    max_bytes : int
+        Largest accepted upload (all arrays of one reply).
+    simplex_tolerance : float
+        Allowed deviation of a soft-label row from the simplex (float32 rounding).
+    """
+
+    row_shape: tuple[int, ...]
+    num_classes: int
+    input_dtype: str
+    num_partitions: int
+    max_bytes: int
+    simplex_tolerance: float = 1e-4
+    seen_parties: set[int] = field(default_factory=set)
+    seen_nodes: set[int] = field(default_factory=set)
+
+    def check(
+        self,
+        *,
+        node_id: int,
+        arrays: Mapping[str, np.ndarray],
+        metrics: Mapping[str, object],
+        with_validation: bool,
+    ) -> int:
+        """Validate one reply; return its partition id, or raise :class:`UploadRejected`.
+
+        A valid upload marks its party and node as seen: a second one from either is
+        rejected.
+        """
+        if "partition-id" not in metrics:
+            raise UploadRejected("metrics carry no partition-id")
+        pid = metrics["partition-id"]
+        if isinstance(pid, float) and pid.is_integer():
+            pid = int(pid)
+        if not isinstance(pid, int) or not 0 <= pid < self.num_partitions:
+            raise UploadRejected(f"partition-id {pid!r} is not in [0, {self.num_partitions})")
+        if pid in self.seen_parties or node_id in self.seen_nodes:
+            raise UploadRejected(f"second upload from party {pid} / node {node_id} in this collection")
+        wanted = FIRST_RELEASE_METRICS if with_validation else ("radius",)
+        absent = [k for k in wanted if not isinstance(metrics.get(k), (int, float)) or isinstance(metrics.get(k), bool)]
+        if absent:
+            raise UploadRejected(f"metrics missing or not numbers: {', '.join(absent)}")
+        total = sum(int(a.nbytes) for a in arrays.values())
+        if total > self.max_bytes:
+            raise UploadRejected(f"upload of {total} bytes is over the limit of {self.max_bytes} bytes")
+        parts = [("x", "y", "num-examples")] + ([("val-x", "val-y", "num-val")] if with_validation else [])
+        expected_keys = {k for p in parts for k in p[:2]}
+        missing = sorted(expected_keys - set(arrays))
+        extra = sorted(set(arrays) - expected_keys)
+        if missing or extra:
+            raise UploadRejected(f"arrays {sorted(arrays)}: missing {missing}, unexpected {extra}")
+        for x_key, y_key, count_key in parts:
+            self._check_part(arrays[x_key], arrays[y_key], metrics.get(count_key), x_key, y_key, count_key)
+        self.seen_parties.add(pid)
+        self.seen_nodes.add(node_id)
+        return pid
+
+    def _check_part(self, x: np.ndarray, y: np.ndarray, count: object, x_key: str, y_key: str, count_key: str) -> None:
+        if x.dtype != np.dtype(self.input_dtype):
+            raise UploadRejected(f"{x_key} has dtype {x.dtype}, the run uploads {self.input_dtype}")
+        if y.dtype != np.float32:
+            raise UploadRejected(f"{y_key} has dtype {y.dtype}, soft labels are float32")
+        if x.ndim < 1 or tuple(x.shape[1:]) != tuple(self.row_shape):
+            raise UploadRejected(f"{x_key} has shape {x.shape}, rows must be {self.row_shape}")
+        if y.shape != (x.shape[0], self.num_classes):
+            raise UploadRejected(f"{y_key} has shape {y.shape}, expected ({x.shape[0]}, {self.num_classes})")
+        if x.shape[0] == 0:
+            raise UploadRejected(f"{x_key} is empty")
+        if count != x.shape[0]:
+            raise UploadRejected(f"{count_key} = {count!r} but {x_key} has {x.shape[0]} rows")
+        if not np.isfinite(x).all():
+            raise UploadRejected(f"{x_key} holds NaN or inf")
+        if not np.isfinite(y).all():
+            raise UploadRejected(f"{y_key} holds NaN or inf")
+        if (y < -self.simplex_tolerance).any() or np.abs(y.sum(axis=1, dtype=np.float64) - 1).max() > self.simplex_tolerance:
+            raise UploadRejected(f"{y_key}: soft labels are not on the probability simplex")

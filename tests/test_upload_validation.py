@@ -1,0 +1,147 @@
+"""Server-side checks on one-shot uploads: bad ones are rejected with a reason, the rest is used."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.task_identity import TaskIdentity
+
+from server.metered_grid import MeteredGrid
+from server.one_shot import collect_releases
+from server.validation import FIRST_RELEASE_METRICS, UploadCheck, UploadRejected
+
+ROWS, DIM, CLASSES = 6, 4, 3
+
+
+def _release(rows=ROWS, *, pid=0, dtype=np.float32, val=True, **changes):
+    rng = np.random.default_rng(pid)
+    y = rng.dirichlet(np.ones(CLASSES), size=rows).astype(np.float32)
+    arrays = {"x": rng.random((rows, DIM)).astype(dtype), "y": y}
+    if val:
+        arrays["val-x"] = rng.random((2, DIM)).astype(dtype)
+        arrays["val-y"] = np.full((2, CLASSES), 1 / CLASSES, np.float32)
+    metrics = {"partition-id": pid, "num-examples": rows, "num-val": 2 if val else 0,
+               **{key: 1.0 for key in FIRST_RELEASE_METRICS}}
+    for key, value in changes.items():
+        (metrics if key in metrics else arrays)[key] = value
+    return arrays, metrics
+
+
+def _check(**kwargs):
+    defaults = dict(row_shape=(DIM,), num_classes=CLASSES, input_dtype="float32", num_partitions=4, max_bytes=10_000)
+    return UploadCheck(**{**defaults, **kwargs})
+
+
+def test_a_valid_upload_passes_and_marks_its_party():
+    check = _check()
+    arrays, metrics = _release(pid=2)
+    assert check.check(node_id=7, arrays=arrays, metrics=metrics, with_validation=True) == 2
+    assert check.seen_parties == {2} and check.seen_nodes == {7}
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"x": np.zeros((ROWS, DIM + 1), np.float32)}, "rows must be"),
+        ({"x": np.zeros((ROWS, DIM), np.float64)}, "dtype float64"),
+        ({"y": np.zeros((ROWS, CLASSES), np.float16)}, "soft labels are float32"),
+        ({"x": np.full((ROWS, DIM), np.nan, np.float32)}, "NaN or inf"),
+        ({"y": np.full((ROWS, CLASSES), np.inf, np.float32)}, "NaN or inf"),
+        ({"y": np.full((ROWS, CLASSES), 0.5, np.float32)}, "simplex"),
+        ({"y": np.tile(np.array([[1.5, -0.5, 0.0]], np.float32), (ROWS, 1))}, "simplex"),
+        ({"num-examples": ROWS + 1}, "num-examples"),
+        ({"y": np.full((ROWS - 1, CLASSES), 1 / CLASSES, np.float32)}, "expected"),
+        ({"partition-id": 9}, "partition-id"),
+        ({"radius": "large"}, "metrics missing or not numbers: radius"),
+    ],
+)
+def test_bad_uploads_are_rejected_with_the_reason(changes, reason):
+    check = _check()
+    arrays, metrics = _release(**changes)
+    with pytest.raises(UploadRejected, match=reason):
+        check.check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+    assert check.seen_parties == set()  # a rejected upload does not use up the party's turn
+
+
+def test_missing_validation_size_limit_and_second_upload_are_rejected():
+    arrays, metrics = _release(val=False)
+    with pytest.raises(UploadRejected, match="missing"):
+        _check().check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+    arrays, metrics = _release()
+    with pytest.raises(UploadRejected, match="over the limit"):
+        _check(max_bytes=100).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+    check = _check()
+    check.check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+    with pytest.raises(UploadRejected, match="second upload"):
+        check.check(node_id=2, arrays=arrays, metrics=metrics, with_validation=True)  # same party, other node
+    other, other_metrics = _release(pid=3)
+    with pytest.raises(UploadRejected, match="second upload"):
+        check.check(node_id=1, arrays=other, metrics=other_metrics, with_validation=True)  # same node
+
+
+@pytest.fixture
+def task_identity(monkeypatch):
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+
+
+class ReleaseGrid(Grid):
+    """Node 1 and 4 send valid releases, node 2 NaNs, node 3 a copy of party 0's id, node 5 nothing."""
+
+    def __init__(self):
+        self.pushed: dict[str, Message] = {}
+
+    def set_run(self, run):
+        pass
+
+    @property
+    def run(self):
+        return None
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        raise NotImplementedError
+
+    def get_node_ids(self):
+        return [1, 2, 3, 4, 5]
+
+    def push_messages(self, messages):
+        ids = []
+        for msg in messages:
+            mid = f"m{len(self.pushed)}"
+            self.pushed[mid] = msg
+            ids.append(mid)
+        return ids
+
+    def send_and_receive(self, messages, *, timeout=None):
+        raise NotImplementedError
+
+    def pull_messages(self, message_ids):
+        plans = {1: _release(pid=0), 2: _release(pid=1, x=np.full((ROWS, DIM), np.nan, np.float32)),
+                 3: _release(pid=0), 4: _release(pid=2)}
+        replies = []
+        for mid in list(message_ids):
+            msg = self.pushed[mid]
+            node = msg.metadata.dst_node_id
+            if node not in plans:
+                continue
+            arrays, metrics = plans[node]
+            content = RecordDict({"release": ArrayRecord({k: Array(v) for k, v in arrays.items()}),
+                                  "metrics": MetricRecord(metrics)})
+            reply = Message(content, reply_to=msg)
+            reply.metadata.__dict__["_reply_to_message_id"] = mid
+            replies.append(reply)
+        return replies
+
+
+def test_collection_keeps_valid_parties_and_lists_every_rejection(task_identity):
+    grid = MeteredGrid(ReleaseGrid())
+    collected = collect_releases(grid, [1, 2, 3, 4, 5], timeout=1.5, check=_check(num_partitions=5))
+    assert sorted(m["partition-id"] for m in collected.party_metrics) == [0, 2]
+    assert collected.train.filled == 2 * ROWS and collected.val.filled == 4
+    reasons = {r["node-id"]: r["reason"] for r in collected.rejections}
+    assert set(reasons) == {2, 3}
+    assert "NaN" in reasons[2] and "second upload" in reasons[3]
+    assert [f["node-id"] for f in collected.failures] == [5]  # never answered
