@@ -42,6 +42,13 @@ def _party(context: Context) -> tuple[RunConfig, PartyData]:
 def query(msg: Message, context: Context) -> Message:
     """Produce this party's one-shot release (see :mod:`client.release`)."""
     cfg, party = _party(context)
+    # A deployed SuperNode can insist on unpredictable mixing (Opacus' secure_mode spirit):
+    # seeded randomness is for simulation and tests only.
+    if _truthy(context.node_config.get("require-secure-rng", False)) and not cfg.secure_rng:
+        raise PermissionError(
+            "this SuperNode runs with require-secure-rng: set secure-rng = true in the run config "
+            "(seeded mixing randomness is for simulation only)"
+        )
     request = msg.content["config"]
     epoch = int(request.get("epoch", 1))
     with_validation = bool(request.get("with-validation", True))
@@ -57,6 +64,10 @@ def query(msg: Message, context: Context) -> Message:
         arrays["val-y"] = _array(made.val.y.float())
     arrays = ArrayRecord(arrays)
     return Message(RecordDict({"release": arrays, "metrics": MetricRecord(made.metrics)}), reply_to=msg)
+
+
+def _truthy(value: object) -> bool:
+    return value is True or (isinstance(value, str) and value.lower() in {"true", "1", "yes"}) or value == 1
 
 
 def _array(tensor: torch.Tensor) -> Array:

@@ -23,13 +23,13 @@ from client.party import STREAM_MIXUP, STREAM_RADIUS, STREAM_STATS, PartyData, d
 from common.calibration import data_statistics, noise_multiplier, streamed_statistics
 from common.config import RunConfig
 from common.feature_radius import map_radius_to_features
-from common.leakage import measure_release_snr, reidentification_rate, theorem1_report
+from common.leakage import measure_release_snr, nearest_private_rows, reidentification_rate, theorem1_report
 from common.mixup import MixupRelease, singularized_mixup
 from features.extraction import forward_features
 from features.pipeline import load_backbone, preprocessing_for
 from loaders import load_dataset
 
-__all__ = ["Calibration", "PartyRelease", "calibrate", "make_release", "mixing_seed", "to_upload_dtype"]
+__all__ = ["Calibration", "PartyRelease", "RawDataLeak", "guard_against_raw_rows", "calibrate", "make_release", "mixing_seed", "to_upload_dtype"]
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
@@ -164,6 +164,7 @@ def make_release(
     )
     release = singularized_mixup(train_x, party.train_y, **common)
     val_release = singularized_mixup(party.val_x.to(device).float(), party.val_y, **common) if with_validation else None
+    guard_against_raw_rows(cfg, party, release, val_release)
     metrics = {
         "partition-id": party.partition_id,
         "epoch": epoch,
@@ -181,6 +182,40 @@ def make_release(
         metrics["reid-rate"] = reidentification_rate(train_x, release)
         metrics.update(theorem1_report(train_x, release).as_metrics())
     return PartyRelease(train=release, val=val_release, metrics=metrics)
+
+
+class RawDataLeak(RuntimeError):
+    """A release row is (nearly) one of the party's private rows: it must not be sent."""
+
+
+def guard_against_raw_rows(
+    cfg: RunConfig, party: PartyData, release: MixupRelease, val_release: MixupRelease | None
+) -> float:
+    """Refuse a release in which any row lies within ``release-guard`` x (RMS norm of the
+    party's rows) of one of the party's private rows (training or validation part).
+
+    Algorithm 1 never returns a private row unless its partner is (nearly) a copy of it and
+    the noise is (nearly) zero, or a bug or a misconfiguration bypassed the mixing; either
+    way raw data would leave the party. Returns the smallest distance found, relative.
+    """
+    private = torch.cat([party.train_x.reshape(party.train_x.shape[0], -1),
+                         party.val_x.reshape(party.val_x.shape[0], -1)]).float()
+    scale = float(private.double().pow(2).sum(dim=1).mean().sqrt()) or 1.0
+    released = [release.x] + ([val_release.x] if val_release is not None else [])
+    smallest = math.inf
+    for part, rows in zip(("training", "validation"), released):
+        distances, nearest = nearest_private_rows(private, rows.reshape(rows.shape[0], -1).cpu())
+        if distances.numel() == 0:
+            continue
+        worst = int(distances.argmin())
+        relative = float(distances[worst]) / scale
+        smallest = min(smallest, relative)
+        if relative <= cfg.release_guard:
+            raise RawDataLeak(
+                f"party {party.partition_id}: released {part} row {worst} lies {relative:.3g} x the RMS row norm "
+                f"from private row {int(nearest[worst])} (release-guard = {cfg.release_guard:g}); nothing is sent"
+            )
+    return smallest
 
 
 def to_upload_dtype(x: torch.Tensor, dtype: str) -> torch.Tensor:

@@ -70,6 +70,10 @@ class RunConfig(BaseModel):
     secure_rng: bool = Field(
         False, description="draw the mixing randomness from a secrets-seeded generator (deployment)"
     )
+    release_guard: float = Field(
+        1e-6, gt=0, description="a party refuses to send a release with a row closer than this share of its "
+        "data's RMS row norm to one of its private rows"
+    )
     mf_formula: Literal["paper", "paper-code"] = Field(
         "paper", description="Theorem 2's m_f, or the authors' code (no sqrt(d) factor)"
     )

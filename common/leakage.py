@@ -27,6 +27,7 @@ __all__ = [
     "Theorem1Report",
     "directional_snr",
     "measure_release_snr",
+    "nearest_private_rows",
     "nearest_source_rate",
     "reidentification_rate",
     "theorem1_report",
@@ -148,25 +149,37 @@ def nearest_source_rate(
     n = private_x.shape[0]
     if mixed_x.shape[0] != n:
         raise ValueError(f"release has {mixed_x.shape[0]} rows but there are {n} private rows")
-    flat = private_x.reshape(n, -1).to(torch.float64)
-    mixed = mixed_x.reshape(n, -1).to(device=flat.device, dtype=torch.float64)
-    if mixed.shape[1] != flat.shape[1]:
-        raise ValueError(f"released rows have {mixed.shape[1]} values, private rows {flat.shape[1]}")
-    partner = torch.as_tensor(partner).reshape(-1).long().to(flat.device)
+    partner = torch.as_tensor(partner).reshape(-1).long()
     if partner.numel() != n:
         raise ValueError(f"partner has {partner.numel()} entries for {n} rows")
     if n == 0:
         return float("nan")
-    own = torch.arange(n, device=flat.device)
+    _, nearest = nearest_private_rows(private_x, mixed_x, batch_size=batch_size)
+    own = torch.arange(n)
+    return int(((nearest == own) | (nearest == partner.cpu())).sum()) / n
+
+
+def nearest_private_rows(
+    private_x: torch.Tensor, mixed_x: torch.Tensor, *, batch_size: int = 1024
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of ``mixed_x``: the Euclidean distance to the nearest row of
+    ``private_x`` and that row's index (CPU float64 / int64 tensors)."""
+    flat = private_x.reshape(private_x.shape[0], -1).to(torch.float64)
+    mixed = mixed_x.reshape(mixed_x.shape[0], -1).to(device=flat.device, dtype=torch.float64)
+    if mixed.shape[1] != flat.shape[1]:
+        raise ValueError(f"released rows have {mixed.shape[1]} values, private rows {flat.shape[1]}")
     sq = flat.pow(2).sum(dim=1)
-    hits = 0
-    for start in range(0, n, batch_size):
+    distances, indices = [], []
+    for start in range(0, mixed.shape[0], batch_size):
         block = mixed[start : start + batch_size]
-        # ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2; the ||a||^2 term does not change the arg-min.
-        nearest = (sq[None, :] - 2 * block @ flat.T).argmin(dim=1)
-        rows = slice(start, start + block.shape[0])
-        hits += int(((nearest == own[rows]) | (nearest == partner[rows])).sum())
-    return hits / n
+        # ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2, clipped at 0 against rounding.
+        d2 = (block.pow(2).sum(dim=1, keepdim=True) - 2 * block @ flat.T + sq[None, :]).clamp_min_(0)
+        best, idx = d2.min(dim=1)
+        distances.append(best.sqrt().cpu())
+        indices.append(idx.cpu())
+    if not distances:
+        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64)
+    return torch.cat(distances), torch.cat(indices)
 
 
 @dataclass(frozen=True)

@@ -97,3 +97,48 @@ def test_union_canonical_order_sorts_rows_by_party():
     order = union.canonical_order()
     assert union.owner[order].tolist() == [0, 0, 1, 1, 1, 1, 2, 2, 2]
     assert sorted(order.tolist()) == list(range(9))
+
+
+def test_release_guard_refuses_raw_rows_and_passes_a_mixed_release():
+    from client.release import RawDataLeak, guard_against_raw_rows
+    from common.mixup import MixupRelease
+
+    cfg, party = _party()
+    made = make_release(cfg, party, device=CPU)
+    assert guard_against_raw_rows(cfg, party, made.train, made.val) > cfg.release_guard
+    # A "release" that carries private row 3 verbatim (a bypassed mixing, say) is refused.
+    leaked_x = made.train.x.clone()
+    leaked_x[5] = party.train_x[3]
+    leaked = MixupRelease(x=leaked_x, y=made.train.y, partner=made.train.partner, weights=made.train.weights,
+                          radius=made.train.radius, clamp=made.train.clamp)
+    with pytest.raises(RawDataLeak, match="row 5 .* private row 3"):
+        guard_against_raw_rows(cfg, party, leaked, made.val)
+    # A validation row equal to a private training row is caught too.
+    leaked_val_x = made.val.x.clone()
+    leaked_val_x[0] = party.train_x[0]
+    leaked_val = MixupRelease(x=leaked_val_x, y=made.val.y, partner=made.val.partner, weights=made.val.weights,
+                              radius=made.val.radius, clamp=made.val.clamp)
+    with pytest.raises(RawDataLeak, match="validation row 0"):
+        guard_against_raw_rows(cfg, party, made.train, leaked_val)
+
+
+def test_a_supernode_requiring_secure_randomness_refuses_seeded_runs(monkeypatch):
+    from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from client.app import query
+
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0, raising=False)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
+    msg = Message(RecordDict({"config": ConfigRecord({"epoch": 1, "with-validation": True})}), dst_node_id=5,
+                  message_type=MessageType.QUERY)
+    node = {"partition-id": 0, "num-partitions": 4, "require-secure-rng": "true"}
+    seeded = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(),
+                     run_config={"output-dir": "/tmp/mixupfl-test-runs"})
+    with pytest.raises(PermissionError, match="secure-rng = true"):
+        query(msg, seeded)
+    secure = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(),
+                     run_config={"output-dir": "/tmp/mixupfl-test-runs", "secure-rng": True})
+    reply = query(msg, secure)
+    assert reply.content["release"]["x"].numpy().shape[0] == int(reply.content["metrics"]["num-examples"])
