@@ -14,6 +14,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -49,6 +53,9 @@ def query(msg: Message, context: Context) -> Message:
             "this SuperNode runs with require-secure-rng: set secure-rng = true in the run config "
             "(seeded mixing randomness is for simulation only)"
         )
+    fault = _injected_fault(context)
+    if fault == "silent":  # a party that never answers (the server's quorum must carry the run)
+        time.sleep(float(context.node_config.get("test-fault-seconds", 3600.0)))
     request = msg.content["config"]
     epoch = int(request.get("epoch", 1))
     with_validation = bool(request.get("with-validation", True))
@@ -62,8 +69,27 @@ def query(msg: Message, context: Context) -> Message:
     if made.val is not None:
         arrays["val-x"] = _array(to_upload_dtype(made.val.x, cfg.upload_dtype))
         arrays["val-y"] = _array(made.val.y.float())
+    if fault == "nan-upload":  # a malformed upload (the server must reject it and go on)
+        arrays["x"] = Array(np.full(arrays["x"].numpy().shape, np.nan, dtype=arrays["x"].numpy().dtype))
     arrays = ArrayRecord(arrays)
     return Message(RecordDict({"release": arrays, "metrics": MetricRecord(made.metrics)}), reply_to=msg)
+
+
+FAULT_INJECTION_ENV = "MIXUPFL_ALLOW_FAULT_INJECTION"
+
+
+def _injected_fault(context: Context) -> str | None:
+    """``test-fault`` from the node config ("silent" or "nan-upload"), honoured only when the
+    SuperNode's environment sets MIXUPFL_ALLOW_FAULT_INJECTION=1: the deployment tests use it
+    to play a broken party; a production node cannot be misconfigured into one by accident."""
+    fault = context.node_config.get("test-fault")
+    if not fault:
+        return None
+    if os.environ.get(FAULT_INJECTION_ENV) != "1":
+        raise PermissionError(f"node config test-fault={fault!r} needs {FAULT_INJECTION_ENV}=1 (tests only)")
+    if fault not in ("silent", "nan-upload"):
+        raise ValueError(f"unknown test-fault {fault!r}; known: silent, nan-upload")
+    return str(fault)
 
 
 def _truthy(value: object) -> bool:

@@ -145,3 +145,31 @@ def test_collection_keeps_valid_parties_and_lists_every_rejection(task_identity)
     assert set(reasons) == {2, 3}
     assert "NaN" in reasons[2] and "second upload" in reasons[3]
     assert [f["node-id"] for f in collected.failures] == [5]  # never answered
+
+
+def test_injected_nan_upload_is_rejected_by_the_server_check(monkeypatch, task_identity):
+    """The deployment tests' broken party: only with the environment switch, and its upload
+    is exactly what the server's check rejects."""
+    from flwr.app import ConfigRecord, Context, MessageType
+
+    from client.app import FAULT_INJECTION_ENV, query
+
+    msg = Message(RecordDict({"config": ConfigRecord({"epoch": 1, "with-validation": True})}), dst_node_id=5,
+                  message_type=MessageType.QUERY)
+    node = {"partition-id": 1, "num-partitions": 3, "test-fault": "nan-upload"}
+    ctx = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(),
+                  run_config={"output-dir": "/tmp/mixupfl-test-runs"})
+    monkeypatch.delenv(FAULT_INJECTION_ENV, raising=False)
+    with pytest.raises(PermissionError, match=FAULT_INJECTION_ENV):
+        query(msg, ctx)
+    monkeypatch.setenv(FAULT_INJECTION_ENV, "1")
+    reply = query(msg, ctx)
+    arrays = {k: reply.content["release"][k].numpy() for k in reply.content["release"]}
+    metrics = dict(reply.content["metrics"])
+    check = UploadCheck(row_shape=(64,), num_classes=10, input_dtype="float32", num_partitions=3, max_bytes=2**30)
+    with pytest.raises(UploadRejected, match="x holds NaN"):
+        check.check(node_id=5, arrays=arrays, metrics=metrics, with_validation=True)
+    bad = Context(run_id=1, node_id=5, node_config={**node, "test-fault": "explode"}, state=RecordDict(),
+                  run_config={"output-dir": "/tmp/mixupfl-test-runs"})
+    with pytest.raises(ValueError, match="unknown test-fault"):
+        query(msg, bad)
