@@ -155,7 +155,7 @@ def make_release(
     """
     started = time.perf_counter()
     calibration = calibrate(cfg, party, device=device)
-    # None: singularized_mixup seeds a generator from `secrets` on the data's device.
+    # None: singularized_mixup draws from the operating system's CSPRNG (deployment).
     generator = None if cfg.secure_rng else _generator(mixing_seed(cfg, party.partition_id, epoch), device)
     train_x = party.train_x.to(device).float()
     common = dict(

@@ -68,7 +68,8 @@ class RunConfig(BaseModel):
         "clamped", description="strict Theorem 2 noise, or noisy partner clamped to the valid range"
     )
     secure_rng: bool = Field(
-        False, description="draw the mixing randomness from a secrets-seeded generator (deployment)"
+        False, description="draw the mixing randomness from the operating system's CSPRNG (deployment; "
+        "not reproducible)"
     )
     release_guard: float = Field(
         1e-6, gt=0, description="a party refuses to send a release with a row closer than this share of its "

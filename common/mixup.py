@@ -17,10 +17,11 @@ Privacy caveats
   (measure it with :mod:`common.leakage` instead).
 * A release is meant to be produced once per party. Drawing fresh mixtures of the same
   private data again (for instance every epoch) exposes every private sample again.
-* ``generator=None`` seeds a fresh PyTorch generator from :mod:`secrets`. The stream itself
-  comes from PyTorch's generator (Mersenne Twister on CPU, Philox on CUDA), which is not a
-  cryptographically secure generator: the seed is unpredictable, the stream given the seed is
-  not. A seeded generator is for simulation and tests only.
+* ``generator=None`` draws every random bit of the release (partner permutation, weights,
+  noise) from the operating system's CSPRNG (:class:`common.secure_random.SystemRandom`):
+  unpredictable, and not reproducible. A seeded PyTorch generator (Mersenne Twister on CPU,
+  Philox on CUDA) is predictable from its seed and output; it is for simulation and tests
+  only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import secrets
 from dataclasses import dataclass
 
 import torch
+
+from .secure_random import SystemRandom
 
 __all__ = [
     "MixupRelease",
@@ -83,7 +86,7 @@ def secure_generator(device: torch.device | str = "cpu") -> torch.Generator:
 
 
 def sample_derangement(
-    n: int, *, generator: torch.Generator, device: torch.device | str = "cpu"
+    n: int, *, generator: torch.Generator | SystemRandom, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
     """Draw ``pi`` uniformly among the permutations of ``n`` items without fixed point.
 
@@ -96,7 +99,8 @@ def sample_derangement(
         raise ValueError(f"a derangement needs at least 2 samples, got n={n}")
     arange = torch.arange(n, device=device)
     while True:
-        perm = torch.randperm(n, generator=generator, device=device)
+        perm = (generator.randperm(n, device=device) if isinstance(generator, SystemRandom)
+                else torch.randperm(n, generator=generator, device=device))
         if not bool((perm == arange).any()):
             return perm
 
@@ -105,7 +109,7 @@ def sample_mixing_weights(
     n: int,
     *,
     alpha: float,
-    generator: torch.Generator,
+    generator: torch.Generator | SystemRandom,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
@@ -123,7 +127,8 @@ def sample_mixing_weights(
     missing = n
     while missing > 0:
         draw = max(16, math.ceil(1.2 * missing / accept_rate))
-        u = torch.rand((draw, 2), generator=generator, device=device, dtype=torch.float64)
+        u = (generator.uniform((draw, 2), device=device) if isinstance(generator, SystemRandom)
+             else torch.rand((draw, 2), generator=generator, device=device, dtype=torch.float64))
         w = u / u.sum(dim=1, keepdim=True)
         w = w[w.max(dim=1).values <= alpha][:missing]
         accepted.append(w)
@@ -137,7 +142,7 @@ def singularized_mixup(
     *,
     radius: float,
     alpha: float,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | SystemRandom | None = None,
     clamp: tuple[float, float] | tuple[torch.Tensor, torch.Tensor] | None = None,
     num_classes: int | None = None,
 ) -> MixupRelease:
@@ -157,9 +162,10 @@ def singularized_mixup(
         drawn as ``r g / ||g||`` with ``g ~ N(0, I_d)``.
     alpha : float
         Bound on the largest mixing weight, ``1/2 < alpha < 1``.
-    generator : torch.Generator, optional
-        Source of randomness, on ``x``'s device. ``None`` seeds a new generator from
-        :mod:`secrets` (deployment); pass a seeded one only for simulation and tests.
+    generator : torch.Generator or SystemRandom, optional
+        Source of randomness: a PyTorch generator on ``x``'s device (seeded: simulation and
+        tests only), or ``None`` / :class:`~common.secure_random.SystemRandom` for the
+        operating system's CSPRNG (deployment; not reproducible).
     clamp : (lo, hi), optional
         Clip ``x_pi(i) + e_i`` to ``[lo, hi]`` before mixing (the authors' code). ``lo`` and
         ``hi`` are floats, or vectors of length ``d`` giving every flattened coordinate its
@@ -192,7 +198,9 @@ def singularized_mixup(
 
     device = x.device
     if generator is None:
-        generator = secure_generator(device)
+        generator = SystemRandom()
+    elif isinstance(generator, SystemRandom):
+        pass
     elif generator.device.type != device.type:
         raise ValueError(
             f"generator is on {generator.device} but x is on {device}: "
@@ -213,7 +221,10 @@ def singularized_mixup(
         stop = min(start + chunk, n)
         block = out[start:stop]
         # e_i = r g / ||g||, written straight into the output rows.
-        block.normal_(generator=generator)
+        if isinstance(generator, SystemRandom):
+            generator.normal_(block)
+        else:
+            block.normal_(generator=generator)
         norms = torch.linalg.vector_norm(block, dim=1, keepdim=True)
         block.mul_(radius / norms.clamp_min(torch.finfo(block.dtype).tiny))
         block.add_(flat_x.index_select(0, partner[start:stop]))

@@ -166,7 +166,7 @@ def main(grid: Grid, context: Context) -> None:
                 "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
                 if cfg.uses_backbone else "input space",
                 "image_radius": mean_max(m["image-radius"] for m in parties),
-                "mixing_randomness": "secrets-seeded" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+                "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
                 "tau": cfg.tau,
                 "alpha": cfg.alpha,
                 "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),

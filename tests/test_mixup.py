@@ -377,3 +377,33 @@ def test_image_shape_preserved_float32():
     assert rel.y.shape == (25, 10)
     assert rel.weights.shape == (25, 2) and rel.partner.shape == (25,)
 
+
+
+def test_system_randomness_draws_the_right_laws():
+    from scipy import stats
+
+    from common.secure_random import SystemRandom
+
+    source = SystemRandom()
+    u = source.uniform((20000,))
+    assert 0 < float(u.min()) and float(u.max()) < 1
+    assert stats.kstest(u.numpy(), "uniform").pvalue > 1e-3
+    z = source.normal_(torch.empty(20001))
+    assert stats.kstest(z.numpy(), "norm").pvalue > 1e-3
+    perm = source.randperm(1000)
+    assert sorted(perm.tolist()) == list(range(1000))
+    assert not torch.equal(source.randperm(1000), perm)  # no seed, no repetition
+
+
+def test_release_without_a_generator_uses_the_csprng_and_keeps_algorithm_1():
+    x = torch.rand(50, 16)
+    y = torch.randint(0, 3, (50,))
+    a = singularized_mixup(x, y, radius=2.0, alpha=0.7, num_classes=3)
+    b = singularized_mixup(x, y, radius=2.0, alpha=0.7, num_classes=3)
+    assert not torch.equal(a.x, b.x)
+    for release in (a, b):
+        assert bool((release.partner != torch.arange(50)).all())
+        w = release.weights
+        assert torch.allclose(w.sum(dim=1), torch.ones(50)) and float(w.max()) <= 0.7 + 1e-6
+        noise = (release.x - w[:, :1] * x - w[:, 1:] * x[release.partner]) / w[:, 1:]
+        assert torch.allclose(noise.norm(dim=1), torch.full((50,), 2.0), rtol=1e-4)
