@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .secure_random import SystemRandom
+from .secure_random import SystemRandom, randperm, uniform
 
 __all__ = ["InstaHideRelease", "instahide_encode"]
 
@@ -67,17 +67,9 @@ class InstaHideRelease:
     sign_mask: torch.Tensor
 
 
-def _uniform(shape: tuple[int, ...], source: torch.Generator | SystemRandom) -> torch.Tensor:
-    if isinstance(source, SystemRandom):
-        return source.uniform(shape)
-    # (0, 1]: the Dirichlet draw takes a logarithm of it.
-    return 1.0 - torch.rand(shape, generator=source, dtype=torch.float64)
-
-
-def _randperm(n: int, source: torch.Generator | SystemRandom) -> torch.Tensor:
-    if isinstance(source, SystemRandom):
-        return source.randperm(n)
-    return torch.randperm(n, generator=source)
+def _open_uniform(shape: tuple[int, ...], source: torch.Generator | SystemRandom) -> torch.Tensor:
+    """Uniforms in (0, 1]: the Dirichlet draw takes a logarithm of them."""
+    return 1.0 - uniform(source, shape)
 
 
 def instahide_encode(
@@ -138,23 +130,23 @@ def instahide_encode(
     private_index = torch.empty((n, k_private), dtype=torch.int64)
     private_index[:, 0] = torch.arange(n)
     for slot in range(1, k_private):
-        private_index[:, slot] = _randperm(n, source)
+        private_index[:, slot] = randperm(source, n)
     public_index = torch.empty((n, k_public), dtype=torch.int64)
     for slot in range(k_public):
         m = public_x.shape[0]
         if m >= n:
-            public_index[:, slot] = _randperm(m, source)[:n]
+            public_index[:, slot] = randperm(source, m)[:n]
         else:
-            public_index[:, slot] = (_uniform((n,), source) * m).long().clamp_max(m - 1)
+            public_index[:, slot] = (_open_uniform((n,), source) * m).long().clamp_max(m - 1)
     # Dirichlet(c 1_k) as normalised Gamma(c) draws; for c = 1 these are exponentials.
     if concentration == 1.0:
-        gammas = -torch.log(_uniform((n, k), source))
+        gammas = -torch.log(_open_uniform((n, k), source))
     else:
         # torch's gamma sampler takes no generator: draw from NumPy, seeded from the source.
-        seed = int(_uniform((1,), source).item() * 2**62)
+        seed = int(_open_uniform((1,), source).item() * 2**62)
         gammas = torch.from_numpy(np.random.default_rng(seed).gamma(float(concentration), size=(n, k)))
     weights = gammas / gammas.sum(dim=1, keepdim=True)
-    signs = torch.where(_uniform((n, int(x[0].numel())), source) < 0.5, -1, 1).to(torch.int8)
+    signs = torch.where(_open_uniform((n, int(x[0].numel())), source) < 0.5, -1, 1).to(torch.int8)
 
     flat = x.reshape(n, -1)
     w = weights.to(device=device, dtype=x.dtype)

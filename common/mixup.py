@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .secure_random import SystemRandom
+from .secure_random import SystemRandom, fill_normal_, randperm, uniform
 
 __all__ = [
     "MixupRelease",
@@ -99,8 +99,7 @@ def sample_derangement(
         raise ValueError(f"a derangement needs at least 2 samples, got n={n}")
     arange = torch.arange(n, device=device)
     while True:
-        perm = (generator.randperm(n, device=device) if isinstance(generator, SystemRandom)
-                else torch.randperm(n, generator=generator, device=device))
+        perm = randperm(generator, n, device=device)
         if not bool((perm == arange).any()):
             return perm
 
@@ -127,8 +126,7 @@ def sample_mixing_weights(
     missing = n
     while missing > 0:
         draw = max(16, math.ceil(1.2 * missing / accept_rate))
-        u = (generator.uniform((draw, 2), device=device) if isinstance(generator, SystemRandom)
-             else torch.rand((draw, 2), generator=generator, device=device, dtype=torch.float64))
+        u = uniform(generator, (draw, 2), device=device)
         w = u / u.sum(dim=1, keepdim=True)
         w = w[w.max(dim=1).values <= alpha][:missing]
         accepted.append(w)
@@ -221,10 +219,7 @@ def singularized_mixup(
         stop = min(start + chunk, n)
         block = out[start:stop]
         # e_i = r g / ||g||, written straight into the output rows.
-        if isinstance(generator, SystemRandom):
-            generator.normal_(block)
-        else:
-            block.normal_(generator=generator)
+        fill_normal_(generator, block)
         norms = torch.linalg.vector_norm(block, dim=1, keepdim=True)
         block.mul_(radius / norms.clamp_min(torch.finfo(block.dtype).tiny))
         block.add_(flat_x.index_select(0, partner[start:stop]))

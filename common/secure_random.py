@@ -18,7 +18,7 @@ import os
 import numpy as np
 import torch
 
-__all__ = ["SystemRandom"]
+__all__ = ["RandomSource", "SystemRandom", "fill_normal_", "randperm", "uniform"]
 
 _TWO_POW_53 = float(2**53)
 
@@ -49,3 +49,28 @@ class SystemRandom:
         """A uniform permutation of ``range(n)``: the order of ``n`` uniform keys (ties among
         53-bit keys have probability below ``n^2 / 2^54``)."""
         return torch.argsort(self.uniform((n,))).to(device)
+
+
+RandomSource = torch.Generator | SystemRandom
+
+
+def uniform(source: RandomSource, shape: tuple[int, ...], *, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Float64 uniforms from either source: ``[0, 1)`` from a PyTorch generator (on its
+    device), ``(0, 1)`` from the CSPRNG."""
+    if isinstance(source, SystemRandom):
+        return source.uniform(shape, device=device)
+    return torch.rand(shape, generator=source, device=device, dtype=torch.float64)
+
+
+def randperm(source: RandomSource, n: int, *, device: torch.device | str = "cpu") -> torch.Tensor:
+    """A uniform permutation of ``range(n)`` from either source."""
+    if isinstance(source, SystemRandom):
+        return source.randperm(n, device=device)
+    return torch.randperm(n, generator=source, device=device)
+
+
+def fill_normal_(source: RandomSource, out: torch.Tensor) -> torch.Tensor:
+    """Fill ``out`` with N(0, 1) deviates from either source, in place."""
+    if isinstance(source, SystemRandom):
+        return source.normal_(out)
+    return out.normal_(generator=source)

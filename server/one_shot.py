@@ -44,7 +44,7 @@ def collect_releases(
     device: torch.device | str = "cpu",
     epoch: int = 1,
     with_validation: bool = True,
-    check: UploadCheck | None = None,
+    check: UploadCheck,
 ) -> Collected:
     """Send one ``query`` to every node and copy each release into the union on arrival.
 
@@ -81,14 +81,11 @@ def collect_releases(
         except Exception as err:  # noqa: BLE001 - any malformed reply is a rejection, not a crash
             _reject(collected, node=node, pid=None, epoch=epoch, reason=f"unreadable reply: {err}")
             continue
-        if check is not None:
-            try:
-                pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation)
-            except UploadRejected as err:
-                _reject(collected, node=node, pid=metrics.get("partition-id"), epoch=epoch, reason=str(err))
-                continue
-        else:
-            pid = int(metrics["partition-id"])
+        try:
+            pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation)
+        except UploadRejected as err:
+            _reject(collected, node=node, pid=metrics.get("partition-id"), epoch=epoch, reason=str(err))
+            continue
         collected.train.add(pid, arrays["x"], arrays["y"])
         if collected.val is not None:
             collected.val.add(pid, arrays["val-x"], arrays["val-y"])

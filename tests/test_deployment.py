@@ -10,6 +10,7 @@ processes) is stopped in the fixture's finalizer, also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -155,17 +156,19 @@ def _wait_for_tls(port: int, cafile: Path, proc: subprocess.Popen, log: Path, ti
 
 # ----------------------------------------------------------------------------- fixture
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory):
-    base = tmp_path_factory.mktemp("deployment")
+@contextlib.contextmanager
+def _deployment(base: Path, *, keys: int, node_configs: list[str], extra_env: dict[str, str] | None = None):
+    """A TLS + SuperNode-auth SuperLink with ``len(node_configs)`` registered, online
+    SuperNodes (node i gets ``node_configs[i]``) and ``keys`` key pairs in all (the rest are
+    unregistered). Everything started is stopped on exit, and checked to be gone."""
     folder = base / "deploy"
-    # One key pair more than registered: supernode-3 is the intruder.
-    make_certs.generate(folder, supernodes=PARTIES + 1, hostnames=["superlink"])
-    env = deploy.flower_env(folder, base={**os.environ, "FLWR_HOME": str(base / "flwr-home")})
+    make_certs.generate(folder, supernodes=keys, hostnames=["superlink"])
+    env = deploy.flower_env(folder, base={**os.environ, "FLWR_HOME": str(base / "flwr-home"), **(extra_env or {})})
     port = _free_port()
     procs = Processes()
     logs = base / "logs"
     logs.mkdir()
+    nodes = len(node_configs)
     info = {"dir": folder, "env": env, "port": port, "procs": procs, "logs": logs, "base": base}
     try:
         superlink = procs.start("superlink", ["--dir", str(folder), "superlink", "--port", str(port)],
@@ -173,23 +176,49 @@ def deployment(tmp_path_factory):
         _wait_for_tls(port, folder / "certs" / "ca.crt", superlink, logs / "superlink.log")
         deploy.write_federation(Path(env["FLWR_HOME"]), name=FEDERATION, address=f"127.0.0.1:{port}",
                                 root_cert=folder / "certs" / "ca.crt")
-        for i in range(PARTIES):
+        for i in range(nodes):
             deploy.register_key(folder / "keys" / f"supernode-{i}.pub", federation=FEDERATION, env=env)
-        nodes = deploy.list_nodes(federation=FEDERATION, env=env)
-        assert [n["status"] for n in nodes] == ["registered"] * PARTIES, nodes
-        info["node_ids"] = {n["node-id"] for n in nodes}
-        for i in range(PARTIES):
+        registered = deploy.list_nodes(federation=FEDERATION, env=env)
+        assert [n["status"] for n in registered] == ["registered"] * nodes, registered
+        info["node_ids"] = {n["node-id"] for n in registered}
+        for i, node_config in enumerate(node_configs):
             procs.start(f"supernode-{i}", [
-                "--dir", str(folder), "supernode", "--index", str(i), "--num-partitions", str(PARTIES),
+                "--dir", str(folder), "supernode", "--index", str(i), "--num-partitions", str(nodes),
                 "--superlink", f"127.0.0.1:{port}", "--runtime-port", str(_free_port()),
+                "--node-config", node_config,
             ], env, logs / f"supernode-{i}.log")
-        deploy.wait_for_online(PARTIES, federation=FEDERATION, env=env, timeout=90)
+        deploy.wait_for_online(nodes, federation=FEDERATION, env=env, timeout=90)
         procs.snapshot()
         yield info
     finally:
         procs.stop_all()
         living = procs.living()
         assert living == [], f"processes still running after cleanup: {living}"
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    # One key pair more than registered: supernode-3 is the intruder.
+    with _deployment(tmp_path_factory.mktemp("deployment"), keys=PARTIES + 1,
+                     node_configs=["require-secure-rng=true"] * PARTIES) as info:
+        yield info
+
+
+def _flwr_run(info, run_config: str, *, timeout: float = 300) -> tuple[int, str]:
+    """``flwr run <repo> <federation> --stream`` against the deployment; its exit code and log."""
+    log = info["logs"] / "flwr-run.log"
+    cmd = [deploy.executable("flwr", info["env"]), "run", str(ROOT), FEDERATION, "--stream",
+           "--run-config", run_config]
+    with log.open("w") as handle:
+        proc = subprocess.Popen(cmd, env=info["env"], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        info["procs"].started["flwr-run"] = proc
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            info["procs"].snapshot()
+            pytest.fail(f"flwr run did not finish in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+    return code, log.read_text(errors="replace")
 
 
 def _log(info, name: str) -> str:
@@ -201,20 +230,8 @@ def _log(info, name: str) -> str:
 @pytest.mark.timeout(360)
 def test_tls_authenticated_deployment_runs_one_shot_to_completion(deployment):
     out = deployment["base"] / "runs"
-    log = deployment["logs"] / "flwr-run.log"
-    cmd = [deploy.executable("flwr", deployment["env"]), "run", str(ROOT), FEDERATION, "--stream",
-           "--run-config", f"central-epochs=3 secure-rng=true expected-parties={PARTIES} output-dir='{out}' "
-           "run-name='deploy'"]
-    with log.open("w") as handle:
-        proc = subprocess.Popen(cmd, env=deployment["env"], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        deployment["procs"].started["flwr-run"] = proc
-        try:
-            code = proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            deployment["procs"].snapshot()
-            pytest.fail(f"flwr run did not finish in 300 s:\n{log.read_text()[-3000:]}")
-    text = log.read_text(errors="replace")
+    code, text = _flwr_run(deployment, f"central-epochs=3 secure-rng=true expected-parties={PARTIES} "
+                                       f"output-dir='{out}' run-name='deploy'")
     assert code == 0, text[-3000:]
     summary = json.loads((out / "deploy.json").read_text())
     assert summary["num_parties"] == PARTIES
@@ -344,54 +361,17 @@ FAULTY = {2: "test-fault='nan-upload'", 3: "test-fault='silent' test-fault-secon
 def faulty_deployment(tmp_path_factory):
     """A second deployment of 4 SuperNodes: parties 0 and 1 behave, party 2 uploads NaNs,
     party 3 never answers. Fault injection needs MIXUPFL_ALLOW_FAULT_INJECTION=1 on the node."""
-    base = tmp_path_factory.mktemp("faulty")
-    folder = base / "deploy"
-    make_certs.generate(folder, supernodes=4, hostnames=["superlink"])
-    env = deploy.flower_env(folder, base={**os.environ, "FLWR_HOME": str(base / "flwr-home"),
-                                          "MIXUPFL_ALLOW_FAULT_INJECTION": "1"})
-    port = _free_port()
-    procs = Processes()
-    logs = base / "logs"
-    logs.mkdir()
-    try:
-        superlink = procs.start("superlink", ["--dir", str(folder), "superlink", "--port", str(port)],
-                                env, logs / "superlink.log")
-        _wait_for_tls(port, folder / "certs" / "ca.crt", superlink, logs / "superlink.log")
-        deploy.write_federation(Path(env["FLWR_HOME"]), name=FEDERATION, address=f"127.0.0.1:{port}",
-                                root_cert=folder / "certs" / "ca.crt")
-        for i in range(4):
-            deploy.register_key(folder / "keys" / f"supernode-{i}.pub", federation=FEDERATION, env=env)
-            procs.start(f"supernode-{i}", [
-                "--dir", str(folder), "supernode", "--index", str(i), "--num-partitions", "4",
-                "--superlink", f"127.0.0.1:{port}", "--runtime-port", str(_free_port()),
-                "--node-config", f"require-secure-rng=true {FAULTY.get(i, '')}".strip(),
-            ], env, logs / f"supernode-{i}.log")
-        deploy.wait_for_online(4, federation=FEDERATION, env=env, timeout=90)
-        procs.snapshot()
-        yield {"env": env, "procs": procs, "logs": logs, "base": base}
-    finally:
-        procs.stop_all()
-        living = procs.living()
-        assert living == [], f"processes still running after cleanup: {living}"
+    configs = [f"require-secure-rng=true {FAULTY.get(i, '')}".strip() for i in range(4)]
+    with _deployment(tmp_path_factory.mktemp("faulty"), keys=4, node_configs=configs,
+                     extra_env={"MIXUPFL_ALLOW_FAULT_INJECTION": "1"}) as info:
+        yield info
 
 
 @pytest.mark.timeout(360)
 def test_malformed_upload_is_rejected_and_a_silent_party_tolerated_under_quorum(faulty_deployment):
     out = faulty_deployment["base"] / "runs"
-    log = faulty_deployment["logs"] / "flwr-run.log"
-    cmd = [deploy.executable("flwr", faulty_deployment["env"]), "run", str(ROOT), FEDERATION, "--stream",
-           "--run-config", f"central-epochs=3 secure-rng=true expected-parties=4 quorum=2 round-timeout=30.0 "
-           f"output-dir='{out}' run-name='faulty'"]
-    with log.open("w") as handle:
-        proc = subprocess.Popen(cmd, env=faulty_deployment["env"], cwd=ROOT, stdout=handle,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        faulty_deployment["procs"].started["flwr-run"] = proc
-        try:
-            code = proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            faulty_deployment["procs"].snapshot()
-            pytest.fail(f"flwr run did not finish in 300 s:\n{log.read_text()[-3000:]}")
-    text = log.read_text(errors="replace")
+    code, text = _flwr_run(faulty_deployment, "central-epochs=3 secure-rng=true expected-parties=4 quorum=2 "
+                                              f"round-timeout=30.0 output-dir='{out}' run-name='faulty'")
     assert code == 0, text[-3000:]
     summary = json.loads((out / "faulty.json").read_text())
     # The run completed on the two good parties ...
