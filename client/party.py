@@ -43,7 +43,26 @@ def derive_seed(*parts: int) -> int:
 
 
 # Stream identifiers for derive_seed, so every use of the run seed draws independently.
-STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS, STREAM_RADIUS = 1, 2, 3, 4, 5
+STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS, STREAM_RADIUS, STREAM_PUBLIC = 1, 2, 3, 4, 5, 6
+
+
+def public_indices(cfg: RunConfig, num_train: int) -> np.ndarray:
+    """Rows of the training split held out as the public pool (``public-fraction``), sorted.
+
+    Drawn from the run seed alone (not the party), so every party and the server agree on
+    the pool without talking; empty when ``public-fraction = 0``. No party holds these rows
+    as private data: they are partitioned away before the parties are formed.
+    """
+    size = int(round(cfg.public_fraction * num_train))
+    if size == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(derive_seed(cfg.seed, STREAM_PUBLIC))
+    return np.sort(rng.permutation(num_train)[:size])
+
+
+def private_pool(cfg: RunConfig, num_train: int) -> np.ndarray:
+    """Rows of the training split the parties share out: all but the public pool."""
+    return np.setdiff1d(np.arange(num_train), public_indices(cfg, num_train), assume_unique=True)
 
 
 def partition_indices(cfg: RunConfig, labels: np.ndarray, num_partitions: int) -> list[np.ndarray]:
@@ -71,7 +90,11 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         raise ValueError(f"poor-party {cfg.poor_party} outside [0, {num_partitions})")
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
     labels = data.train_y.numpy()
-    idx = partition_indices(cfg, labels, num_partitions)[partition_id]
+    if cfg.public_fraction > 0:  # partition what is left after the public pool
+        pool = private_pool(cfg, labels.size)
+        idx = pool[partition_indices(cfg, labels[pool], num_partitions)[partition_id]]
+    else:
+        idx = partition_indices(cfg, labels, num_partitions)[partition_id]
     rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, STREAM_SPLIT))
     idx = rng.permutation(idx)
     n_val = max(2, int(round(cfg.val_fraction * idx.size)))
@@ -91,3 +114,17 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         input_bounds=input_bounds(cfg, data),
         train_images=data.train_x[train] if cfg.uses_backbone else None,
     )
+
+
+@lru_cache(maxsize=4)
+def load_public_pool(cfg: RunConfig) -> torch.Tensor:
+    """The public pool's model inputs (same input space as the parties' rows), on the CPU.
+
+    Every party computes the same pool from the run config; InstaHide mixes its rows into
+    the encodings as structured noise (their labels are never used).
+    """
+    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    rows = public_indices(cfg, int(data.train_y.shape[0]))
+    if rows.size == 0:
+        raise ValueError("public-fraction = 0: this run holds out no public pool")
+    return split_inputs(cfg, data, "train", device=resolve_device(cfg.device), rows=rows)

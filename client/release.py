@@ -19,11 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from client.party import STREAM_MIXUP, STREAM_RADIUS, STREAM_STATS, PartyData, derive_seed
+from client.party import STREAM_MIXUP, STREAM_RADIUS, STREAM_STATS, PartyData, derive_seed, load_public_pool
 from common.calibration import data_statistics, noise_multiplier, streamed_statistics
 from common.config import RunConfig
 from common.feature_radius import map_radius_to_features
-from common.leakage import measure_release_snr, nearest_private_rows, reidentification_rate, theorem1_report
+from common.instahide import InstaHideRelease, instahide_encode
+from common.leakage import (
+    instahide_reidentification_rate,
+    measure_release_snr,
+    nearest_private_rows,
+    reidentification_rate,
+    theorem1_report,
+)
 from common.mixup import MixupRelease, singularized_mixup
 from features.extraction import forward_features
 from features.pipeline import load_backbone, preprocessing_for
@@ -36,8 +43,10 @@ FLOAT16_MAX = float(torch.finfo(torch.float16).max)
 
 @dataclass(frozen=True)
 class PartyRelease:
-    train: MixupRelease
-    val: MixupRelease | None
+    """What a party uploads (``train``, ``val``: their ``x`` and ``y``) and its figures."""
+
+    train: MixupRelease | InstaHideRelease
+    val: MixupRelease | InstaHideRelease | None
     metrics: dict[str, float | int]
 
 
@@ -153,6 +162,8 @@ def make_release(
     validation part is meant to be released once (``with_validation`` on the first epoch);
     without it ``val`` is ``None``.
     """
+    if cfg.encoding == "instahide":
+        return _instahide_release(cfg, party, device=device, epoch=epoch, with_validation=with_validation)
     started = time.perf_counter()
     calibration = calibrate(cfg, party, device=device)
     # None: singularized_mixup draws from the operating system's CSPRNG (deployment).
@@ -184,27 +195,73 @@ def make_release(
     return PartyRelease(train=release, val=val_release, metrics=metrics)
 
 
+def _instahide_release(
+    cfg: RunConfig, party: PartyData, *, device: torch.device, epoch: int, with_validation: bool
+) -> PartyRelease:
+    """The InstaHide comparator (:mod:`common.instahide`) in place of Algorithm 1.
+
+    The training part and the validation part are encoded separately (private slots draw
+    only from their own part), both with public rows from the run's public pool. There is
+    no calibrated noise, so no radius, SNR or Theorem 1 figure; the party measures how
+    often ``|x~_i|`` is nearest to one of its own private sources instead.
+    """
+    started = time.perf_counter()
+    k, k_private = cfg.instahide_k, cfg.instahide_k_private
+    public = load_public_pool(cfg).to(device).float() if k > k_private else None
+    generator = None if cfg.secure_rng else _generator(mixing_seed(cfg, party.partition_id, epoch), torch.device("cpu"))
+    common = dict(public_x=public, k=k, k_private=k_private, num_classes=party.num_classes, generator=generator)
+    train_x = party.train_x.to(device).float()
+    release = instahide_encode(train_x, party.train_y, **common)
+    val_release = instahide_encode(party.val_x.to(device).float(), party.val_y, **common) if with_validation else None
+    guard_against_raw_rows(cfg, party, release, val_release, absolute=True)
+    metrics = {
+        "partition-id": party.partition_id,
+        "epoch": epoch,
+        "num-examples": int(release.x.shape[0]),
+        "num-val": int(val_release.x.shape[0]) if val_release is not None else 0,
+        "input-dim": int(train_x[0].numel()),
+        "num-classes": party.num_classes,
+        "instahide-k": k,
+        "instahide-k-private": k_private,
+        "public-pool-size": int(public.shape[0]) if public is not None else 0,
+        "mixing-seconds": time.perf_counter() - started,
+    }
+    if epoch == 1:
+        metrics["reid-rate"] = instahide_reidentification_rate(train_x, release)
+    return PartyRelease(train=release, val=val_release, metrics=metrics)
+
+
 class RawDataLeak(RuntimeError):
     """A release row is (nearly) one of the party's private rows: it must not be sent."""
 
 
 def guard_against_raw_rows(
-    cfg: RunConfig, party: PartyData, release: MixupRelease, val_release: MixupRelease | None
+    cfg: RunConfig,
+    party: PartyData,
+    release: MixupRelease | InstaHideRelease,
+    val_release: MixupRelease | InstaHideRelease | None,
+    *,
+    absolute: bool = False,
 ) -> float:
     """Refuse a release in which any row lies within ``release-guard`` x (RMS norm of the
     party's rows) of one of the party's private rows (training or validation part).
 
     Algorithm 1 never returns a private row unless its partner is (nearly) a copy of it and
     the noise is (nearly) zero, or a bug or a misconfiguration bypassed the mixing; either
-    way raw data would leave the party. Returns the smallest distance found, relative.
+    way raw data would leave the party. With ``absolute`` (InstaHide) rows are compared by
+    their absolute values, because a sign mask alone (``k = 1``) hides nothing from an
+    attacker who takes ``|x~|``. Returns the smallest distance found, relative.
     """
     private = torch.cat([party.train_x.reshape(party.train_x.shape[0], -1),
                          party.val_x.reshape(party.val_x.shape[0], -1)]).float()
+    if absolute:
+        private = private.abs()
     scale = float(private.double().pow(2).sum(dim=1).mean().sqrt()) or 1.0
     released = [release.x] + ([val_release.x] if val_release is not None else [])
     smallest = math.inf
     for part, rows in zip(("training", "validation"), released):
-        distances, nearest = nearest_private_rows(private, rows.reshape(rows.shape[0], -1).cpu())
+        rows = rows.reshape(rows.shape[0], -1).cpu()
+        distances, nearest = nearest_private_rows(private, rows.abs() if absolute else rows)
         if distances.numel() == 0:
             continue
         worst = int(distances.argmin())

@@ -87,6 +87,17 @@ class RunConfig(BaseModel):
         "fresh mixtures of the same private data every central epoch (the paper's code), one upload per epoch",
     )
     central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
+    encoding: Literal["singularized", "instahide"] = Field(
+        "singularized", description="one-shot encoding: singularized mixup (Algorithm 1), or the InstaHide "
+        "comparator (sec. 3.1: k-sample mixes with public images and a random sign mask)"
+    )
+    instahide_k: int = Field(4, ge=1, description="InstaHide: samples per encoding (the paper's comparator: 4)")
+    instahide_k_private: int = Field(2, ge=1, description="InstaHide: how many of them are private")
+    public_fraction: float = Field(
+        0.0, ge=0, lt=0.9, description="share of the training split held out before partitioning as the public "
+        "pool (InstaHide's public images); no party holds it. Set it for both encodings to compare on the same "
+        "partitions"
+    )
 
     # Frozen backbone (appendix E); 'none' trains on raw inputs.
     backbone: Literal["none", "resnet18", "resnet50"] = Field(
@@ -184,6 +195,19 @@ class RunConfig(BaseModel):
             raise ValueError(f"quorum: {self.quorum} is more than expected-parties = {self.expected_parties}")
         if self.release != "once" and self.strategy != "one-shot-mixup":
             raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
+        if self.encoding != "singularized" and self.strategy != "one-shot-mixup":
+            raise ValueError("encoding: only used with strategy = 'one-shot-mixup'; leave it at 'singularized'")
+        if self.instahide_k_private > self.instahide_k:
+            raise ValueError(
+                f"instahide-k-private: {self.instahide_k_private} private samples do not fit in instahide-k = "
+                f"{self.instahide_k}"
+            )
+        if self.encoding == "instahide" and self.instahide_k > self.instahide_k_private and self.public_fraction == 0:
+            raise ValueError(
+                f"public-fraction: InstaHide with instahide-k = {self.instahide_k} mixes "
+                f"{self.instahide_k - self.instahide_k_private} public images into every row; hold out a public pool "
+                "(e.g. public-fraction = 0.2), or set instahide-k = instahide-k-private"
+            )
         if self.dataset == "digits" and self.backbone != "none":
             raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
         if self.dataset != "digits" and not self.data_dir and not self.download:

@@ -26,7 +26,9 @@ __all__ = [
     "SnrReport",
     "Theorem1Report",
     "directional_snr",
+    "instahide_reidentification_rate",
     "measure_release_snr",
+    "nearest_in_sources_rate",
     "nearest_private_rows",
     "nearest_source_rate",
     "reidentification_rate",
@@ -147,16 +149,40 @@ def nearest_source_rate(
     """:func:`reidentification_rate` on plain tensors: ``mixed_x[i]`` has sources ``i`` and
     ``partner[i]`` among the rows of ``private_x``."""
     n = private_x.shape[0]
-    if mixed_x.shape[0] != n:
-        raise ValueError(f"release has {mixed_x.shape[0]} rows but there are {n} private rows")
     partner = torch.as_tensor(partner).reshape(-1).long()
     if partner.numel() != n:
         raise ValueError(f"partner has {partner.numel()} entries for {n} rows")
+    return nearest_in_sources_rate(private_x, mixed_x, torch.stack([torch.arange(n), partner.cpu()], dim=1),
+                                   batch_size=batch_size)
+
+
+def nearest_in_sources_rate(
+    private_x: torch.Tensor, mixed_x: torch.Tensor, sources: torch.Tensor, *, batch_size: int = 1024
+) -> float:
+    """Share of rows ``mixed_x[i]`` whose nearest row of ``private_x`` is one of
+    ``sources[i]`` (an ``(n, s)`` index table: the private rows mixed into row ``i``).
+    Chance level is about ``s / n``."""
+    n = private_x.shape[0]
+    if mixed_x.shape[0] != n:
+        raise ValueError(f"release has {mixed_x.shape[0]} rows but there are {n} private rows")
+    sources = torch.as_tensor(sources).long().cpu()
+    if sources.ndim != 2 or sources.shape[0] != n:
+        raise ValueError(f"sources must be an (n, s) index table for n = {n}, got {tuple(sources.shape)}")
     if n == 0:
         return float("nan")
     _, nearest = nearest_private_rows(private_x, mixed_x, batch_size=batch_size)
-    own = torch.arange(n)
-    return int(((nearest == own) | (nearest == partner.cpu())).sum()) / n
+    return int((sources == nearest[:, None]).any(dim=1).sum()) / n
+
+
+def instahide_reidentification_rate(private_x: torch.Tensor, release, *, batch_size: int = 1024) -> float:
+    """Re-identification of an InstaHide release, on absolute values.
+
+    The sign mask makes raw distances meaningless, and every attack on InstaHide starts by
+    taking ``|x~|`` (Carlini et al., 2021). A row counts as re-identified when the nearest
+    ``|x_j|`` to ``|x~_i|`` is one of its ``k_s`` private sources. Chance is about ``k_s / n``.
+    An evaluation on the party's own data, like :func:`reidentification_rate`.
+    """
+    return nearest_in_sources_rate(private_x.abs(), release.x.abs(), release.private_index, batch_size=batch_size)
 
 
 def nearest_private_rows(

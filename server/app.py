@@ -75,6 +75,81 @@ def _run_name(cfg: RunConfig, num_parties: int) -> str:
     return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
 
 
+def _privacy_summary(cfg: RunConfig, parties: list[dict], releases: Counter) -> dict:
+    """What each party's releases exposed, aggregated over parties (mean / max / min / std)."""
+    if cfg.encoding == "instahide":
+        return _instahide_privacy_summary(cfg, parties, releases)
+    return {
+        "encoding": "singularized",
+        "release_mode": cfg.release,
+        "releases_per_party": mean_max(releases.values()),
+        "exposures_per_private_sample": {
+            "as_clean_component": mean_max(releases.values()),
+            "as_noisy_partner": mean_max(releases.values()),
+            "validation_sample": 1,
+            "note": "Algorithm 1 pairs by a derangement: every release of a party makes each of its "
+            "private training samples the clean (un-noised) component of exactly one released row and the "
+            "noisy partner of exactly one other; per-epoch releases the same samples once per epoch; the "
+            "validation part is released once",
+        },
+        "noise_mode": cfg.noise_mode,
+        "mf_formula": cfg.mf_formula,
+        "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
+        if cfg.uses_backbone else "input space",
+        "image_radius": mean_max(m["image-radius"] for m in parties),
+        "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+        "tau": cfg.tau,
+        "alpha": cfg.alpha,
+        "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),
+        "radius": mean_max(m["radius"] for m in parties),
+        "snr_pc1": mean_max(m["snr-pc1"] for m in parties),
+        "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
+        "snr_random": mean_max(m["snr-random"] for m in parties),
+        "snr_bound_random": mean_max(m["snr-bound-random"] for m in parties),
+        "reidentification_rate": mean_max(m["reid-rate"] for m in parties),
+        "reidentification_note": "share of each party's released rows whose nearest private row "
+        "(Euclidean, in the space it was mixed in) is one of the row's two sources; chance is about 2/n; "
+        "measured by the party on its own data",
+        "theorem1_mse_min": mean_max(m["theorem1-mse-min"] for m in parties),
+        "theorem1_relative_min": mean_max(m["theorem1-relative-min"] for m in parties),
+        "theorem1_relative_median": mean_max(m["theorem1-relative-median"] for m in parties),
+        "theorem1_note": "Theorem 1: minimax lower bound r^2 T_i on E||x_i - x_hat_i||^2 against any "
+        "estimator knowing the mixing weights, per sample; 'relative' divides by the party's mean "
+        "squared row norm; holds for strict noise only (noise mode above)",
+        "snr_note": "measured on each party's own release, in the space it was mixed in: energy of "
+        "w1 (x - mean) over that of the noisy partner term, along the party's first principal direction "
+        "and random directions; Theorem 2's bound holds for strict noise in the space it was calibrated in",
+        "upload_dtype": cfg.upload_dtype,
+    }
+
+
+def _instahide_privacy_summary(cfg: RunConfig, parties: list[dict], releases: Counter) -> dict:
+    """The InstaHide comparator's exposure figures: no noise, so no radius, SNR or Theorem 1."""
+    per_release = cfg.instahide_k_private
+    return {
+        "encoding": "instahide",
+        "release_mode": cfg.release,
+        "k": cfg.instahide_k,
+        "k_private": cfg.instahide_k_private,
+        "public_fraction": cfg.public_fraction,
+        "public_pool_size": mean_max(m["public-pool-size"] for m in parties),
+        "noise_mode": "none",
+        "tau": None,
+        "releases_per_party": mean_max(releases.values()),
+        "exposures_per_private_sample": {
+            "as_private_component": mean_max(per_release * r for r in releases.values()),
+            "validation_sample": per_release,
+            "note": f"every InstaHide release puts each private training sample into exactly k_private = "
+            f"{per_release} encoded rows (once as the row's own sample, once per further private slot); "
+            "this repeated component is what Carlini et al. (2021) cluster on",
+        },
+        "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+        "reidentification_rate": mean_max(m["reid-rate"] for m in parties),
+        "reidentification_note": "share of each party's released rows whose absolute values |x~| are nearest to "
+        "|x| of one of the row's k_private private sources; chance is about k_private/n; measured by the party",
+        "upload_dtype": cfg.upload_dtype,
+    }
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
@@ -113,6 +188,7 @@ def main(grid: Grid, context: Context) -> None:
             return UploadCheck(
                 row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes, input_dtype=cfg.upload_dtype,
                 num_partitions=max(cfg.expected_parties, len(node_ids)), max_bytes=int(cfg.max_upload_mb * 2**20),
+                encoding=cfg.encoding,
             )
 
         collected = collect_releases(metered, node_ids, timeout=cfg.round_timeout, device=device, check=upload_check())
@@ -149,47 +225,7 @@ def main(grid: Grid, context: Context) -> None:
             rounds=1 + len(later_epochs),
             result={**{k: v for k, v in outcome.items() if k != "history"},
                     "selected_by": "lowest loss on the parties' held-out mixed validation releases"},
-            privacy={
-                "release_mode": cfg.release,
-                "releases_per_party": mean_max(releases.values()),
-                "exposures_per_private_sample": {
-                    "as_clean_component": mean_max(releases.values()),
-                    "as_noisy_partner": mean_max(releases.values()),
-                    "validation_sample": 1,
-                    "note": "Algorithm 1 pairs by a derangement: every release of a party makes each of its "
-                    "private training samples the clean (un-noised) component of exactly one released row and the "
-                    "noisy partner of exactly one other; per-epoch releases the same samples once per epoch; the "
-                    "validation part is released once",
-                },
-                "noise_mode": cfg.noise_mode,
-                "mf_formula": cfg.mf_formula,
-                "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
-                if cfg.uses_backbone else "input space",
-                "image_radius": mean_max(m["image-radius"] for m in parties),
-                "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
-                "tau": cfg.tau,
-                "alpha": cfg.alpha,
-                "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),
-                "radius": mean_max(m["radius"] for m in parties),
-                "snr_pc1": mean_max(m["snr-pc1"] for m in parties),
-                "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
-                "snr_random": mean_max(m["snr-random"] for m in parties),
-                "snr_bound_random": mean_max(m["snr-bound-random"] for m in parties),
-                "reidentification_rate": mean_max(m["reid-rate"] for m in parties),
-                "reidentification_note": "share of each party's released rows whose nearest private row "
-                "(Euclidean, in the space it was mixed in) is one of the row's two sources; chance is about 2/n; "
-                "measured by the party on its own data",
-                "theorem1_mse_min": mean_max(m["theorem1-mse-min"] for m in parties),
-                "theorem1_relative_min": mean_max(m["theorem1-relative-min"] for m in parties),
-                "theorem1_relative_median": mean_max(m["theorem1-relative-median"] for m in parties),
-                "theorem1_note": "Theorem 1: minimax lower bound r^2 T_i on E||x_i - x_hat_i||^2 against any "
-                "estimator knowing the mixing weights, per sample; 'relative' divides by the party's mean "
-                "squared row norm; holds for strict noise only (noise mode above)",
-                "snr_note": "measured on each party's own release, in the space it was mixed in: energy of "
-                "w1 (x - mean) over that of the noisy partner term, along the party's first principal direction "
-                "and random directions; Theorem 2's bound holds for strict noise in the space it was calibrated in",
-                "upload_dtype": cfg.upload_dtype,
-            },
+            privacy=_privacy_summary(cfg, parties, releases),
             union={
                 "train_rows": collected.train.filled,
                 "val_rows": collected.val.filled,

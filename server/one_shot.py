@@ -91,10 +91,11 @@ def collect_releases(
             collected.val.add(pid, arrays["val-x"], arrays["val-y"])
         collected.party_metrics.append({"node-id": node, **metrics})
         if epoch == 1:  # later epochs of a per-epoch run get one line each (below)
+            how = (f"r = {metrics['radius']:.4g}" if "radius" in metrics
+                   else f"InstaHide k = {metrics.get('instahide-k')}")
             log.info(
-                "release %d/%d from party %d: %d rows (+%d validation), r = %.4g",
-                len(collected.party_metrics), len(node_ids), pid,
-                metrics["num-examples"], metrics["num-val"], metrics["radius"],
+                "release %d/%d from party %d: %d rows (+%d validation), %s",
+                len(collected.party_metrics), len(node_ids), pid, metrics["num-examples"], metrics["num-val"], how,
             )
         del reply, release, arrays
     answered = ({m["node-id"] for m in collected.party_metrics} | {f["node-id"] for f in collected.failures}

@@ -76,7 +76,17 @@ def table_lines(summary: dict) -> list[str]:
         ("wall time", f"{summary['wall_seconds']:.1f} s"),
     ]
     privacy = summary.get("privacy")
-    if privacy:
+    if privacy and privacy.get("encoding") == "instahide":
+        exposures = privacy["exposures_per_private_sample"]["as_private_component"]
+        rows.insert(3, ("encoding / release", f"InstaHide k = {privacy['k']} (k_private = {privacy['k_private']}, "
+                        f"public pool {privacy['public_pool_size']['max']:g} rows) / {privacy['release_mode']}, "
+                        f"each private sample in {exposures['max']:g} encoded rows; no calibrated noise"))
+        rows.append((
+            "re-identification",
+            f"{100 * privacy['reidentification_rate']['mean']:.1f} % of released rows (|x~|) nearest to |x| of one "
+            f"of their private sources (max party {100 * privacy['reidentification_rate']['max']:.1f} %)",
+        ))
+    elif privacy:
         exposures = privacy.get("exposures_per_private_sample", {}).get("as_clean_component", {})
         exposed = f", each private sample exposed {exposures['max']:g}x" if exposures else ""
         rows.insert(3, ("release / noise mode", f"{privacy['release_mode']}{exposed} / {privacy['noise_mode']}"))
@@ -85,7 +95,7 @@ def table_lines(summary: dict) -> list[str]:
             f"tau = {_fmt_float(privacy['tau'])}; SNR along PC1 mean {_fmt_float(privacy['snr_pc1']['mean'])}, "
             f"max {_fmt_float(privacy['snr_pc1']['max'])} (Thm 2 bound {_fmt_float(privacy['snr_bound_pc1']['max'])})",
         ))
-    if privacy and privacy.get("reidentification_rate"):
+    if privacy and privacy.get("encoding") != "instahide" and privacy.get("reidentification_rate"):
         rows.append((
             "re-identification",
             f"{100 * privacy['reidentification_rate']['mean']:.1f} % of released rows nearest to one of their "

@@ -164,3 +164,17 @@ def test_message_shows_bad_value():
     with pytest.raises(ConfigError) as info:
         parse_run_config({"tau": "1e-6"})
     assert "'1e-6'" in str(info.value)
+
+
+def test_instahide_settings_are_checked_together():
+    from common.config import ConfigError, parse_run_config
+
+    assert parse_run_config({"encoding": "instahide", "public-fraction": 0.2}).instahide_k == 4
+    with pytest.raises(ConfigError, match="run config key 'public-fraction'"):
+        parse_run_config({"encoding": "instahide"})
+    with pytest.raises(ConfigError, match="run config key 'instahide-k-private'"):
+        parse_run_config({"instahide-k": 2, "instahide-k-private": 3})
+    with pytest.raises(ConfigError, match="run config key 'encoding'"):
+        parse_run_config({"encoding": "instahide", "public-fraction": 0.2, "strategy": "fedprox"})
+    # k = k_private needs no public pool.
+    assert parse_run_config({"encoding": "instahide", "instahide-k": 2}).public_fraction == 0.0

@@ -106,6 +106,35 @@ def test_per_epoch_release_queries_every_epoch_and_counts_exposures(flower, tmp_
     assert "exposed 4x" in log
 
 
+def test_instahide_encoding_runs_end_to_end_on_the_same_partitions(flower, tmp_path):
+    """`encoding = "instahide"` uploads once like singularized mixup; with the same
+    public-fraction both encodings see exactly the same parties, and the public pool is
+    nobody's private data."""
+    shared = {"strategy": "one-shot-mixup", "public-fraction": 0.2}
+    code, log, path = _run(flower, tmp_path, "instahide", encoding="instahide", **shared)
+    assert code == 0, log[-3000:]
+    summary = json.loads(path.read_text())
+    privacy = summary["privacy"]
+    assert privacy["encoding"] == "instahide" and (privacy["k"], privacy["k_private"]) == (4, 2)
+    assert privacy["noise_mode"] == "none" and privacy["tau"] is None and "snr_pc1" not in privacy
+    assert summary["rounds"] == 1
+    # digits: 1,438 training rows; round(0.2 x 1438) = 288 form the public pool.
+    assert privacy["public_pool_size"]["min"] == privacy["public_pool_size"]["max"] == 288
+    assert summary["union"]["train_rows"] + summary["union"]["val_rows"] == 1438 - 288
+    assert privacy["exposures_per_private_sample"]["as_private_component"]["max"] == 2
+    chance = 2 / min(p["num-examples"] for p in summary["parties"])
+    assert 0 <= privacy["reidentification_rate"]["mean"] <= 1 and chance < 0.05
+    assert "InstaHide k = 4" in log and "no calibrated noise" in log
+    assert 0.0 <= summary["result"]["test_accuracy"] <= 1.0  # 4 epochs: InstaHide barely learns (see README)
+
+    code, log, path = _run(flower, tmp_path, "singularized-public", **shared)
+    assert code == 0, log[-3000:]
+    other = json.loads(path.read_text())
+    assert other["privacy"]["encoding"] == "singularized"
+    sizes = lambda s: sorted((p["partition-id"], p["num-examples"], p["num-val"]) for p in s["parties"])  # noqa: E731
+    assert sizes(other) == sizes(summary)
+
+
 def test_fedprox_runs_end_to_end(flower, tmp_path):
     code, log, path = _run(flower, tmp_path, "fedprox", strategy="fedprox")
     assert code == 0, log[-3000:]

@@ -45,3 +45,50 @@ def test_party_is_reproducible_and_seed_dependent():
 def test_bad_partition_id_is_refused():
     with pytest.raises(ValueError, match="partition-id"):
         load_party(parse_run_config({}), 4, 4)
+
+
+def test_public_pool_is_held_out_before_partitioning_and_shared_by_every_party():
+    """public-fraction carves one pool (from the seed alone) out of the training split; the
+    parties share out exactly the rest, and the encoding does not change the partitions."""
+    from client.party import load_public_pool, public_indices
+
+    data = load_dataset("digits")
+    cfg = parse_run_config({"public-fraction": 0.2, "seed": 4, "beta": 0.3})
+    pool = public_indices(cfg, 1438)
+    assert pool.size == 288 and np.unique(pool).size == 288 and (np.diff(pool) > 0).all()
+    public = load_public_pool(cfg)
+    assert torch.equal(public, data.train_x[torch.as_tensor(pool)].float())
+    rows = torch.cat([torch.cat([p.train_x, p.val_x]) for p in (load_party(cfg, i, 4) for i in range(4))]
+                     + [public]).numpy()
+    view = lambda a: np.sort(np.ascontiguousarray(a).view([("", a.dtype)] * 64), axis=0)  # noqa: E731
+    assert rows.shape[0] == 1438 and (view(rows) == view(data.train_x.numpy())).all()
+    insta = parse_run_config({"public-fraction": 0.2, "seed": 4, "beta": 0.3, "encoding": "instahide"})
+    for pid in range(4):
+        a, b = load_party(cfg, pid, 4), load_party(insta, pid, 4)
+        assert torch.equal(a.train_x, b.train_x) and torch.equal(a.val_y, b.val_y)
+    # The pool depends on the seed, and public-fraction = 0 keeps the old partitions exactly.
+    assert not np.array_equal(pool, public_indices(parse_run_config({"public-fraction": 0.2, "seed": 5}), 1438))
+    assert public_indices(parse_run_config({}), 1438).size == 0
+    with pytest.raises(ValueError, match="public-fraction = 0"):
+        load_public_pool(parse_run_config({}))
+
+
+def test_instahide_release_exposes_each_sample_k_private_times_and_refuses_a_bare_sign_mask():
+    from client.release import RawDataLeak, make_release
+
+    cfg = parse_run_config({"public-fraction": 0.2, "encoding": "instahide"})
+    party = load_party(cfg, 1, 5)
+    made = make_release(cfg, party, device=torch.device("cpu"))
+    n = party.train_x.shape[0]
+    assert made.train.x.shape == party.train_x.shape and made.val.x.shape == party.val_x.shape
+    counts = torch.bincount(made.train.private_index.reshape(-1), minlength=n)
+    assert (counts == 2).all()  # k_private = 2 appearances of every private sample
+    assert torch.allclose(made.train.y.sum(dim=1), torch.ones(n), atol=1e-6)
+    assert made.metrics["public-pool-size"] == 288 and made.metrics["instahide-k"] == 4
+    assert 0 <= made.metrics["reid-rate"] <= 1
+    again = make_release(cfg, party, device=torch.device("cpu"))
+    assert torch.equal(made.train.x, again.train.x)  # seeded: the run's upload is reproducible
+    # k = k_private = 1 would upload sign-flipped private rows: |x~| = |x|, refused.
+    bare = parse_run_config({"encoding": "instahide", "instahide-k": 1, "instahide-k-private": 1})
+    with pytest.raises(RawDataLeak):
+        make_release(bare, load_party(bare, 1, 5), device=torch.device("cpu"))

@@ -173,3 +173,17 @@ def test_injected_nan_upload_is_rejected_by_the_server_check(monkeypatch, task_i
                   run_config={"output-dir": "/tmp/mixupfl-test-runs"})
     with pytest.raises(ValueError, match="unknown test-fault"):
         query(msg, bad)
+
+
+def test_instahide_uploads_carry_their_own_figures():
+    from server.validation import INSTAHIDE_FIRST_RELEASE_METRICS
+
+    arrays, metrics = _release()
+    insta_metrics = {k: v for k, v in metrics.items() if k not in FIRST_RELEASE_METRICS}
+    insta_metrics.update({key: 1 for key in INSTAHIDE_FIRST_RELEASE_METRICS})
+    assert _check(encoding="instahide").check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True) == 0
+    # A singularized run refuses a release without radius/SNR figures, and vice versa.
+    with pytest.raises(UploadRejected, match="radius"):
+        _check().check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True)
+    with pytest.raises(UploadRejected, match="instahide-k"):
+        _check(encoding="instahide").check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
