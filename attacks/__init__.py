@@ -1,4 +1,4 @@
-"""Reconstruction attacks on singularized-mixup releases, and their evaluation.
+"""Reconstruction attacks on singularized-mixup and InstaHide releases, and their evaluation.
 
 The threat model is data (:mod:`attacks.threat_model`): an attack's ``reconstruct`` gets
 only the :class:`ObservedRelease` (what the server received) and an explicit
@@ -11,6 +11,14 @@ package does not import ``lpips``.
 """
 
 from .evaluation import ReconstructionScores, evaluate_reconstruction, reidentification_rate
+from .instahide import (
+    CarliniInstaHideAttack,
+    InstaHideKnowledge,
+    grant_instahide_knowledge,
+    neighbour_precision,
+    shares_component,
+    similarity_neighbours,
+)
 from .linear import LinearInversionAttack
 from .lpips_filter import FilterResult, lpips_filter
 from .lpips_metric import LpipsMetric, LpipsWeightsMissing
@@ -20,6 +28,7 @@ from .threat_model import (
     AttackerKnowledge,
     ObservedRelease,
     Reconstruction,
+    ReleaseLike,
     grant_knowledge,
     observe,
 )
@@ -27,19 +36,26 @@ from .threat_model import (
 __all__ = [
     "Attack",
     "AttackerKnowledge",
+    "CarliniInstaHideAttack",
     "FilterResult",
+    "InstaHideKnowledge",
     "LinearInversionAttack",
     "LpipsMetric",
     "LpipsWeightsMissing",
     "ObservedRelease",
     "Reconstruction",
     "ReconstructionScores",
+    "ReleaseLike",
     "evaluate_reconstruction",
+    "grant_instahide_knowledge",
     "grant_knowledge",
     "lpips_filter",
+    "neighbour_precision",
     "observe",
     "psnr",
     "reidentification_rate",
+    "shares_component",
+    "similarity_neighbours",
     "snr_db",
     "ssim",
     "summarise",

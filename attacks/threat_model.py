@@ -15,10 +15,12 @@ Neither object has a field through which private inputs could reach an attack, a
 :class:`Reconstruction` with the private originals is a separate *evaluation* step
 (:mod:`attacks.evaluation`), run by the experimenter, never by the attack.
 
-:func:`observe` and :func:`grant_knowledge` build the two objects from a
-:class:`common.mixup.MixupRelease`, which itself holds no private inputs. All tensors are
-detached CPU copies, so an attack can neither mutate the release nor reach a device buffer
-shared with the party.
+:func:`observe` builds the observed release from any release object with ``x`` and ``y``
+tensors (:class:`common.mixup.MixupRelease`, :class:`common.instahide.InstaHideRelease`, see
+:class:`ReleaseLike`) and copies nothing else. :func:`grant_knowledge` builds the side
+information for singularized mixup; :func:`attacks.instahide.grant_instahide_knowledge` is
+its InstaHide counterpart. All tensors are detached CPU copies, so an attack can neither
+mutate the release nor reach a device buffer shared with the party.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "AttackerKnowledge",
     "ObservedRelease",
     "Reconstruction",
+    "ReleaseLike",
     "grant_knowledge",
     "observe",
 ]
@@ -168,11 +171,34 @@ class Attack(Protocol):
     def reconstruct(self, observed: ObservedRelease, knowledge: AttackerKnowledge) -> Reconstruction: ...
 
 
-def observe(release: MixupRelease, *, sample_shape) -> ObservedRelease:
+@runtime_checkable
+class ReleaseLike(Protocol):
+    """Any party-side release: :class:`common.mixup.MixupRelease`,
+    :class:`common.instahide.InstaHideRelease`, ... Only ``x`` and ``y`` are ever read by
+    :func:`observe`; whatever else the release carries (partner graph, weights, noise
+    radius, sign masks, public indices) stays with the party."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def observe(release: ReleaseLike, *, sample_shape) -> ObservedRelease:
     """What the server receives from a party that published ``release``.
 
-    Only ``release.x`` and ``release.y`` are copied (detached, CPU); the partner graph,
-    weights and radius stay with the party unless :func:`grant_knowledge` grants them.
+    Only ``release.x`` and ``release.y`` are copied (detached, CPU). Everything else the
+    release holds stays with the party unless a grant function hands it out explicitly:
+    for singularized mixup (:class:`common.mixup.MixupRelease`) the partner graph, weights
+    and radius (:func:`grant_knowledge`); for InstaHide
+    (:class:`common.instahide.InstaHideRelease`) the mixing graph, weights and public-pool
+    mean (:func:`attacks.instahide.grant_instahide_knowledge`), never the sign masks or
+    which public images were used.
+
+    Parameters
+    ----------
+    release : ReleaseLike
+        Any object with tensors ``x`` (``(n, ...)``) and ``y`` (``(n, C)``).
+    sample_shape : tuple of int
+        Shape of one sample; must hold as many values as one row of ``release.x``.
     """
     n = release.x.shape[0]
     shape = tuple(int(s) for s in sample_shape)
