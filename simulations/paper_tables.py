@@ -14,6 +14,12 @@ party's mixed features once and the server trains one classifier on their union.
 Only the FedProx and singularized-mixup columns are stored; the paper's Δ is their
 difference (mixup - FedProx) and is recomputed by :func:`paper_delta`. Table 6's printed Δ
 column has no '+' sign (``5.18`` rather than ``+5.18``) but the same meaning as Table 5's.
+
+Table 4 (section 5.2) is the paper's accuracy comparison with InstaHide: one test accuracy
+per data set for the best reported InstaHide configuration (k = 4) and for singularized mixup
+at tau = 1e-6, each data set on the frozen ImageNet backbone of the paper's Table 7
+(ResNet-18 for MNIST and CIFAR-10, ResNet-50 for CIFAR-100 and Tiny-ImageNet). It is not a
+collaborative (partitioned) experiment; the paper prints no InstaHide number for Tiny-ImageNet.
 """
 
 from __future__ import annotations
@@ -131,3 +137,62 @@ def paper_delta(pair: tuple[float, float]) -> float:
     """Singularized mixup minus FedProx for one of the paper's cells, in percentage points."""
     fedprox, mixup = pair
     return mixup - fedprox
+
+
+# Data set (run-config spelling) -> (InstaHide k = 4, singularized mixup tau = 1e-6), Table 4 of
+# the paper; None where the paper prints '–'.
+PAPER_TABLE4: dict[str, tuple[float | None, float]] = {
+    "mnist": (99.66, 99.32),
+    "cifar10": (91.20, 90.51),
+    "cifar100": (74.01, 75.99),
+    "tiny-imagenet": (None, 72.50),
+}
+
+PAPER_TABLE4_INSTAHIDE_K = 4
+"""Samples per InstaHide encoding in the paper's comparator (its best reported configuration)."""
+
+PAPER_TABLE4_BACKBONES: dict[str, str] = {
+    "mnist": "resnet18",
+    "cifar10": "resnet18",
+    "cifar100": "resnet50",
+    "tiny-imagenet": "resnet50",
+}
+"""The frozen ImageNet backbone per data set of the paper's accuracy experiments (its Table 7)."""
+
+PAPER_DATASET_NAMES: dict[str, str] = {
+    "mnist": "MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "tiny-imagenet": "Tiny-ImageNet",
+}
+
+
+def paper_table4_setting_matches(*, dataset: str, backbone: str) -> bool:
+    """Whether a run's data set and backbone are those of a column of the paper's Table 4.
+
+    Parameters
+    ----------
+    dataset, backbone : str
+        Run-config values (``"cifar10"``, ``"resnet18"``, ...).
+
+    Returns
+    -------
+    bool
+        True only for one of the paper's data sets on the backbone the paper used for it
+        (:data:`PAPER_TABLE4_BACKBONES`).
+    """
+    return PAPER_TABLE4_BACKBONES.get(dataset) == backbone and dataset in PAPER_TABLE4
+
+
+def paper_table4_cell(dataset: str) -> tuple[float | None, float] | None:
+    """The paper's (InstaHide k = 4, singularized mixup) test accuracies (%) for one data set.
+
+    Parameters
+    ----------
+    dataset : str
+        Run-config spelling (``"mnist"``, ``"cifar10"``, ``"cifar100"``, ``"tiny-imagenet"``).
+
+    Returns
+    -------
+    tuple or None
+        ``(instahide_percent_or_None, mixup_percent)``, or None for a data set the paper's
+        Table 4 does not have.
+    """
+    return PAPER_TABLE4.get(dataset)

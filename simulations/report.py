@@ -3,11 +3,18 @@
 Input is the sweep runner's ``runs.csv`` (one row per run, columns :data:`RUNS_CSV_COLUMNS`);
 output is a folder of Markdown tables, one CSV and PNG plots:
 
+* ``table4.md`` / ``.csv`` (only when some run used the InstaHide encoding): the paper's
+  Table 4 comparison, InstaHide against singularized mixup on the same partitions, one column
+  per cell, Δ = singularized - InstaHide, the paper's numbers when the data set and backbone
+  are the paper's, and a plain count of the cells in which singularized mixup is ahead.
 * ``table5.md`` / ``table6.md``: the paper's layout, mean ± std over seeds, Δ = mixup - FedProx,
   the paper's own numbers beside ours when the sweep ran the paper's setting (CIFAR-10 on a
-  frozen ResNet-18), and a plain count of the cells in which mixup is ahead.
-* ``release_modes.md``: release "once" against "per-epoch" for the cells that ran both.
-* ``one_shot_vs_iterative.md`` / ``.csv``: accuracy, rounds, bytes and wall time per arm.
+  frozen ResNet-18), and a plain count of the cells in which mixup is ahead. Only singularized
+  mixup fills the mixup column, never an InstaHide run.
+* ``release_modes.md``: release "once" against "per-epoch" for the cells that ran both
+  (singularized mixup).
+* ``one_shot_vs_iterative.md`` / ``.csv``: accuracy, rounds, bytes and wall time per arm
+  (InstaHide, where it ran, is an arm of its own).
 * ``accuracy_vs_beta.png``, ``accuracy_vs_rho.png``, ``fedprox_rounds.png``.
 * ``report.md``: all of the above in one page.
 
@@ -43,25 +50,41 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
 from simulations.paper_tables import (  # noqa: E402
+    PAPER_DATASET_NAMES,
     PAPER_FL_ROUNDS,
     PAPER_PROXIMAL_MU,
     PAPER_SETTING_DESCRIPTION,
+    PAPER_TABLE4,
+    PAPER_TABLE4_BACKBONES,
+    PAPER_TABLE4_INSTAHIDE_K,
     PAPER_TABLE5,
     PAPER_TABLE6,
     PAPER_TAU,
     paper_cell,
     paper_delta,
     paper_setting_matches,
+    paper_table4_cell,
+    paper_table4_setting_matches,
 )
 
 RUNS_CSV_COLUMNS: tuple[str, ...] = (
-    "run_key", "table", "layout", "strategy", "release", "parties", "beta", "rho", "seed",
-    "dataset", "backbone", "noise_mode", "tau", "test_accuracy", "selected_at",
+    "run_key", "table", "layout", "strategy", "release", "encoding", "parties", "beta", "rho", "seed",
+    "dataset", "backbone", "noise_mode", "tau", "instahide_k", "instahide_k_private", "public_fraction",
+    "test_accuracy", "selected_at",
     "last_test_accuracy", "selected_by", "rounds", "releases_per_party", "exposures_per_sample",
     "bytes_uploaded", "bytes_downloaded", "bytes_uploaded_per_party", "bytes_downloaded_per_party",
     "wall_seconds", "snr_pc1_mean", "summary_path",
 )
-"""Columns of the sweep runner's ``runs.csv``, in file order."""
+"""Columns of the sweep runner's ``runs.csv``, in file order. ``encoding`` is "singularized" or
+"instahide" for the one-shot strategy and empty for the iterative ones; ``instahide_k`` and
+``instahide_k_private`` are empty except for InstaHide runs."""
+
+# Columns added after runs.csv files were first written, with the value such a file means:
+# before encodings existed every one-shot run was singularized mixup (coerce_run fills the
+# encoding per row) and no public pool was held out.
+_COLUMNS_ADDED_LATER: dict[str, object] = {
+    "encoding": "", "instahide_k": None, "instahide_k_private": None, "public_fraction": 0.0,
+}
 
 _INT_COLUMNS = frozenset({
     "parties", "seed", "selected_at", "rounds", "releases_per_party", "exposures_per_sample",
@@ -71,11 +94,14 @@ _FLOAT_COLUMNS = frozenset({
     "beta", "rho", "test_accuracy", "last_test_accuracy", "bytes_uploaded_per_party",
     "bytes_downloaded_per_party", "wall_seconds",
 })
-# Empty for the FL strategies, which have no privacy mechanism to describe.
-_OPTIONAL_FLOAT_COLUMNS = frozenset({"tau", "snr_pc1_mean"})
+# Empty for the FL strategies, which have no privacy mechanism to describe (and, except for
+# public_fraction, for InstaHide, which adds no noise).
+_OPTIONAL_FLOAT_COLUMNS = frozenset({"tau", "snr_pc1_mean", "public_fraction"})
+# Empty except for InstaHide runs.
+_OPTIONAL_INT_COLUMNS = frozenset({"instahide_k", "instahide_k_private"})
 
 ONE_SHOT_VS_ITERATIVE_COLUMNS: tuple[str, ...] = (
-    "table", "layout", "parties", "beta", "rho", "strategy", "release", "n_seeds", "seeds",
+    "table", "layout", "parties", "beta", "rho", "strategy", "release", "encoding", "n_seeds", "seeds",
     "test_accuracy_mean", "test_accuracy_std", "last_test_accuracy_mean", "selected_by", "rounds",
     "releases_per_party", "exposures_per_sample",
     "bytes_uploaded_total", "bytes_uploaded_per_party", "bytes_downloaded_total", "bytes_downloaded_per_party",
@@ -83,11 +109,23 @@ ONE_SHOT_VS_ITERATIVE_COLUMNS: tuple[str, ...] = (
 )
 """Columns of ``one_shot_vs_iterative.csv``; std columns are empty where only one seed ran."""
 
+TABLE4_CSV_COLUMNS: tuple[str, ...] = (
+    "table", "layout", "parties", "beta", "rho", "release", "method", "encoding", "instahide_k",
+    "instahide_k_private", "public_fraction", "noise_mode", "tau", "n_seeds", "seeds",
+    "test_accuracy_mean", "test_accuracy_std", "minus_instahide_mean",
+)
+"""Columns of ``table4.csv``: one row per (block, cell, method), accuracy in percent of the model
+selected on validation; ``method`` is "instahide", "singularized" or the FL strategy;
+``minus_instahide_mean`` (singularized rows only) is Δ = singularized - InstaHide of the means."""
+
 MIXUP = "one-shot-mixup"
+INSTAHIDE = "instahide"
+SINGULARIZED = "singularized"
 FL_STRATEGIES = ("fedprox", "fedavg")
 LAYOUTS = ("table5", "table6")
 
-_STRATEGY_NAMES = {"fedprox": "FedProx", "fedavg": "FedAvg", MIXUP: "singularized mixup"}
+# Keyed by strategy, or by INSTAHIDE for the one-shot runs that used the InstaHide encoding.
+_STRATEGY_NAMES = {"fedprox": "FedProx", "fedavg": "FedAvg", MIXUP: "singularized mixup", INSTAHIDE: "InstaHide"}
 # Fixed colours per arm so that the same arm reads the same in every plot.
 _ARM_COLOURS = {
     ("fedprox", ""): "C0",
@@ -147,13 +185,17 @@ def coerce_run(run: Mapping[str, object]) -> dict[str, object]:
     -------
     dict
         A new dict: integers for counts, floats for knobs and measurements, None for an empty
-        optional float (``tau``, ``snr_pc1_mean``), strings otherwise (empty, never None).
+        optional number (``tau``, ``snr_pc1_mean``, ``instahide_k``, ...), strings otherwise
+        (empty, never None). A run from before encodings existed (no ``encoding``, ``instahide_k``,
+        ``instahide_k_private`` or ``public_fraction``) reads as singularized mixup (one-shot) with
+        no public pool; ``encoding`` is always "" for the iterative strategies.
 
     Raises
     ------
     ValueError
         If a column is missing or a required number is empty or unparsable.
     """
+    run = {**_COLUMNS_ADDED_LATER, **run}
     missing = [column for column in RUNS_CSV_COLUMNS if column not in run]
     if missing:
         raise ValueError(f"run {run.get('run_key', '?')} lacks columns {missing}")
@@ -167,8 +209,15 @@ def coerce_run(run: Mapping[str, object]) -> dict[str, object]:
             typed[column] = _parse_float(value, column, run_key, optional=False)
         elif column in _OPTIONAL_FLOAT_COLUMNS:
             typed[column] = _parse_float(value, column, run_key, optional=True)
+        elif column in _OPTIONAL_INT_COLUMNS:
+            typed[column] = (None if value is None or (isinstance(value, str) and not value.strip())
+                             else _parse_int(value, column, run_key))
         else:
             typed[column] = "" if value is None else str(value)
+    if typed["strategy"] != MIXUP:
+        typed["encoding"] = ""
+    elif not typed["encoding"]:
+        typed["encoding"] = SINGULARIZED
     return typed
 
 
@@ -183,11 +232,13 @@ def read_runs_csv(path: Path | str) -> list[dict[str, object]]:
     Returns
     -------
     list of dict
-        One dict per run, converted by :func:`coerce_run`, in file order.
+        One dict per run, converted by :func:`coerce_run`, in file order. Files written before
+        the encoding columns existed still read (see :func:`coerce_run`).
     """
     with Path(path).open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [column for column in RUNS_CSV_COLUMNS if column not in (reader.fieldnames or [])]
+        missing = [column for column in RUNS_CSV_COLUMNS
+                   if column not in (reader.fieldnames or []) and column not in _COLUMNS_ADDED_LATER]
         if missing:
             raise ValueError(f"{path}: header lacks columns {missing}")
         return [coerce_run(row) for row in reader]
@@ -250,6 +301,15 @@ def _cell(run: Mapping[str, object]) -> tuple[int, float, float]:
 
 def _arm(run: Mapping[str, object]) -> tuple[str, str]:
     return run["strategy"], run["release"]  # type: ignore[return-value]
+
+
+def _method(run: Mapping[str, object]) -> str:
+    """The run's strategy, with the one-shot runs that used the InstaHide encoding told apart."""
+    return INSTAHIDE if run["encoding"] == INSTAHIDE else str(run["strategy"])
+
+
+def _is_instahide(run: Mapping[str, object]) -> bool:
+    return run["encoding"] == INSTAHIDE
 
 
 def _paper_order(cell: tuple[int, float, float]) -> tuple[int, float, float]:
@@ -439,29 +499,42 @@ def _header_block(*, title: str, heading: str, runs: Sequence[dict], settings: M
                   lines_before_settings: Sequence[str] = ()) -> list[str]:
     """Markdown lines naming how every number below was made."""
     seeds = _seeds(runs)
-    by_strategy: dict[str, list[dict]] = {}
+    by_method: dict[str, list[dict]] = {}
     for run in runs:
-        by_strategy.setdefault(run["strategy"], []).append(run)
+        by_method.setdefault(_method(run), []).append(run)
     selection = "; ".join(
-        f"{_STRATEGY_NAMES.get(strategy, strategy)}: {_texts(r['selected_by'] for r in members)}"
-        for strategy, members in by_strategy.items()
+        f"{_STRATEGY_NAMES.get(method, method)}: {_texts(r['selected_by'] for r in members)}"
+        for method, members in by_method.items()
     )
     rounds = "; ".join(
-        f"{_STRATEGY_NAMES.get(strategy, strategy)} {_integers_text(r['rounds'] for r in members)}"
-        for strategy, members in by_strategy.items()
+        f"{_STRATEGY_NAMES.get(method, method)} {_integers_text(r['rounds'] for r in members)}"
+        for method, members in by_method.items()
     )
     selected_at = "; ".join(
-        f"{_STRATEGY_NAMES.get(strategy, strategy)} "
-        f"{'epoch' if strategy == MIXUP else 'round'} {_integers_text(r['selected_at'] for r in members)}"
-        for strategy, members in by_strategy.items()
+        f"{_STRATEGY_NAMES.get(method, method)} "
+        f"{'epoch' if method in (MIXUP, INSTAHIDE) else 'round'} {_integers_text(r['selected_at'] for r in members)}"
+        for method, members in by_method.items()
     )
-    mixup_runs = by_strategy.get(MIXUP, [])
+    mixup_runs = by_method.get(MIXUP, [])
+    instahide_runs = by_method.get(INSTAHIDE, [])
+    public_fractions = sorted({r["public_fraction"] for r in runs if r["public_fraction"] is not None})
+    extra_lines = []
+    if instahide_runs:
+        extra_lines.append(
+            f"- InstaHide: k = {_texts(r['instahide_k'] for r in instahide_runs)} samples per encoded row, "
+            f"k_private = {_texts(r['instahide_k_private'] for r in instahide_runs)} of them private (the rest "
+            "from the public pool), random sign mask, no noise")
+    if instahide_runs or any(fraction > 0 for fraction in public_fractions):
+        extra_lines.append(
+            f"- Public pool: public-fraction = {_texts(f'{f:g}' for f in public_fractions)} of the training split "
+            "held out before partitioning (no party holds it)")
     lines = [
         f"# {title}: {heading}",
         "",
         f"- Data set: `{_texts(r['dataset'] for r in runs)}`; backbone: `{_texts(r['backbone'] for r in runs)}`",
         f"- Singularized mixup: noise mode `{_texts((r['noise_mode'] for r in mixup_runs), empty='n/a')}`, "
         f"tau = {_taus_text(mixup_runs) if mixup_runs else 'n/a'}",
+        *extra_lines,
         f"- Seeds: {', '.join(str(s) for s in seeds) or '–'} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}); "
         "cells are mean ± sample std (n - 1) over seeds",
         "- Accuracy: test accuracy (%) of the model selected on validation (never on test); the "
@@ -610,6 +683,323 @@ def _paper_table_markdown(runs: Sequence[dict], *, layout: str, title: str, sett
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- Table 4: InstaHide
+
+
+_CLEARLY_BEHIND_POINTS = 1.0
+"""Singularized mixup counts as clearly behind InstaHide in a cell when it trails by more than
+this many points and by more than one seed standard deviation; the paper calls gaps of 0.34
+(MNIST) and 0.69 (CIFAR-10) points a match."""
+
+_RELEASE_ORDER = ("once", "per-epoch")
+_BACKBONE_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
+
+
+@dataclass(frozen=True)
+class _Table4Column:
+    """One partition cell of the Table 4 layout: a sweep block's (P, β, ρ)."""
+
+    block: str
+    layout: str
+    parties: int
+    beta: float
+    rho: float
+
+    def label(self, *, with_block: bool) -> str:
+        text = f"P={self.parties}, β={_knob(self.beta)}"
+        if self.layout == "table6":
+            text += f", ρ={_knob(self.rho)}"
+        return f"{self.block}: {text}" if with_block else text
+
+
+def _table4_column(run: Mapping[str, object]) -> _Table4Column:
+    return _Table4Column(block=str(run["table"]), layout=str(run["layout"]), parties=int(run["parties"]),
+                         beta=float(run["beta"]), rho=float(run["rho"]))
+
+
+def _release_order(release: str) -> tuple[int, str]:
+    return (_RELEASE_ORDER.index(release) if release in _RELEASE_ORDER else len(_RELEASE_ORDER)), release
+
+
+@dataclass(frozen=True)
+class _Table4:
+    """What Table 4 is made of: its columns (cells), release modes, baseline and run groups.
+
+    ``groups`` maps (method, release, column) to the runs of that entry, one per run key;
+    method is :data:`INSTAHIDE`, :data:`MIXUP` (singularized) or the FL baseline (release "").
+    """
+
+    columns: list[_Table4Column]
+    releases: list[str]
+    baseline: str | None
+    groups: dict[tuple[str, str, _Table4Column], list[dict]]
+
+    def spread(self, method: str, release: str, column: _Table4Column) -> _Spread | None:
+        return _spread([run["test_accuracy"] for run in self.groups.get((method, release, column), [])])
+
+    def runs_of(self, method: str) -> list[dict]:
+        return [run for (m, _, _), members in self.groups.items() if m == method for run in members]
+
+    def used(self) -> list[dict]:
+        return [run for members in self.groups.values() for run in members]
+
+
+def _table4_data(runs: Sequence[dict]) -> _Table4:
+    """The cells InstaHide ran in, with the singularized and FL runs of the same cells.
+
+    Singularized runs count only with a release mode InstaHide ran with; cells are kept apart
+    per sweep block, because two blocks may hold the same (P, β, ρ) with other settings.
+    """
+    instahide_runs = [run for run in runs if _is_instahide(run)]
+    block_order = list(dict.fromkeys(run["table"] for run in runs))
+    columns = sorted({_table4_column(run) for run in instahide_runs},
+                     key=lambda c: (block_order.index(c.block), c.layout, *_paper_order((c.parties, c.beta, c.rho))))
+    releases = sorted({str(run["release"]) for run in instahide_runs}, key=_release_order)
+    in_cells = [run for run in runs if _table4_column(run) in set(columns)]
+    baseline = _baseline_strategy(in_cells)
+    groups: dict[tuple[str, str, _Table4Column], list[dict]] = {}
+    for run in in_cells:
+        method = _method(run)
+        if (method in (INSTAHIDE, MIXUP) and run["release"] in releases) or method == baseline:
+            groups.setdefault((method, str(run["release"]), _table4_column(run)), []).append(run)
+    return _Table4(columns=columns, releases=releases, baseline=baseline,
+                   groups={key: _unique_by_run_key(members) for key, members in groups.items()})
+
+
+def _table4_paper_hidden_reason(runs: Sequence[dict], *, settings: Mapping[str, object]) -> str:
+    """Why the paper's Table 4 numbers do not apply to these runs; empty when they do."""
+    datasets = sorted({str(run["dataset"]) for run in runs})
+    backbones = sorted({str(run["backbone"]) for run in runs})
+    if len(datasets) != 1 or len(backbones) != 1:
+        return (f"the runs mix data sets or backbones ({', '.join(datasets)} / {', '.join(backbones)}), and the "
+                "paper reports one number per data set on one backbone")
+    dataset, backbone = datasets[0], backbones[0]
+    if dataset not in PAPER_TABLE4:
+        return (f"the data set ({dataset}) is not one of the paper's Table 4 data sets "
+                f"({', '.join(PAPER_DATASET_NAMES[name] for name in PAPER_TABLE4)})")
+    if not paper_table4_setting_matches(dataset=dataset, backbone=backbone):
+        return (f"the backbone ({backbone}) is not the one the paper used for {PAPER_DATASET_NAMES[dataset]} "
+                f"(a frozen ImageNet {_BACKBONE_NAMES[PAPER_TABLE4_BACKBONES[dataset]]}, the paper's Table 7)")
+    return _not_the_papers_inputs(settings)
+
+
+def _table4_paper_differences(table: _Table4) -> list[str]:
+    """Where runs on one of the paper's data sets still depart from its Table 4 protocol."""
+    differences = []
+    taus = sorted({run["tau"] for run in table.runs_of(MIXUP) if run["tau"] is not None})
+    if taus and any(not math.isclose(tau, PAPER_TAU) for tau in taus):
+        differences.append(f"tau {', '.join(f'{t:g}' for t in taus)} (paper {PAPER_TAU:g})")
+    ks = sorted({run["instahide_k"] for run in table.runs_of(INSTAHIDE) if run["instahide_k"] is not None})
+    if ks and ks != [PAPER_TABLE4_INSTAHIDE_K]:
+        differences.append(f"InstaHide k {', '.join(str(k) for k in ks)} (paper {PAPER_TABLE4_INSTAHIDE_K})")
+    return differences
+
+
+def _paper_table4_claim() -> str:
+    deltas = [f"{mixup - instahide:+.2f} on {PAPER_DATASET_NAMES[dataset]}"
+              for dataset, (instahide, mixup) in PAPER_TABLE4.items() if instahide is not None]
+    return (f"The paper's Table 4 has singularized mixup at Δ = {', '.join(deltas)} against InstaHide "
+            f"(k = {PAPER_TABLE4_INSTAHIDE_K}) and calls MNIST and CIFAR-10 a match.")
+
+
+def _table4_ahead_sentence(table: _Table4, *, release: str, with_release: bool) -> str:
+    release_text = f" (release {release})" if with_release else ""
+    pairs = [(column, table.spread(INSTAHIDE, release, column), table.spread(MIXUP, release, column))
+             for column in table.columns]
+    compared = [(column, instahide, mixup) for column, instahide, mixup in pairs
+                if instahide is not None and mixup is not None]
+    if not compared:
+        return (f"No cell has both InstaHide and singularized mixup results{release_text}, so nothing can be "
+                "compared yet. " + _paper_table4_claim())
+    with_block = len({column.block for column in table.columns}) > 1
+    deltas = [(column, _rounded_delta(mixup.mean - instahide.mean), instahide, mixup)
+              for column, instahide, mixup in compared]
+    ahead = [d for d in deltas if d[1] > 0]
+    behind = [d for d in deltas if d[1] < 0]
+    tied = [d for d in deltas if d[1] == 0]
+    n = len(deltas)
+    counts = f"Singularized mixup is ahead of InstaHide{release_text} in {len(ahead)} of {n} cells"
+    counts += f", behind in {len(behind)}" + (f", tied to two decimals in {len(tied)}" if tied else "")
+    low, high = min(d[1] for d in deltas), max(d[1] for d in deltas)
+    if low == high:
+        counts += (f"; Δ (singularized − InstaHide) = {_format_delta(low)} points"
+                   + (" in every cell." if n > 1 else "."))
+    else:
+        counts += f"; Δ (singularized − InstaHide) ranges from {_format_delta(low)} to {_format_delta(high)} points."
+    parts = [counts, _paper_table4_claim()]
+    clearly_behind = [
+        (column, delta) for column, delta, instahide, mixup in deltas
+        if delta < -_CLEARLY_BEHIND_POINTS and -delta > max(instahide.std or 0.0, mixup.std or 0.0)
+    ]
+    if 2 * len(clearly_behind) > n:
+        where = "; ".join(column.label(with_block=with_block) for column, _ in clearly_behind)
+        parts.append(f"Here singularized mixup trails by more than {_CLEARLY_BEHIND_POINTS:g} point and more than "
+                     f"one seed standard deviation in {len(clearly_behind)} of {n} cells ({where}), so the paper's "
+                     "'matches InstaHide' does NOT reproduce in this setting.")
+    elif all(abs(delta) <= _CLEARLY_BEHIND_POINTS for _, delta, _, _ in deltas):
+        parts.append(f"Every compared cell is within {_CLEARLY_BEHIND_POINTS:g} point, the size of the gaps the paper "
+                     "calls a match.")
+    unresolved = [
+        column for column, delta, instahide, mixup in deltas
+        if instahide.std is not None and mixup.std is not None
+        and abs(mixup.mean - instahide.mean) <= max(instahide.std, mixup.std)
+    ]
+    if unresolved:
+        parts.append(f"In {len(unresolved)} of the {n} cells |Δ| is within one seed standard deviation, so the sign "
+                     "there is not settled by this many seeds.")
+    uncounted = len(pairs) - n
+    if uncounted:
+        parts.append(f"{uncounted} cell{'s lack' if uncounted != 1 else ' lacks'} one of the two encodings and "
+                     f"{'are' if uncounted != 1 else 'is'} not counted.")
+    return " ".join(parts)
+
+
+def _table4(runs: Sequence[dict], *, title: str, settings: Mapping[str, object]) -> tuple[str, list[dict]]:
+    """Markdown and CSV rows of the Table 4 layout: InstaHide vs singularized mixup per partition cell.
+
+    Parameters
+    ----------
+    runs : sequence of dict
+        Typed runs (:func:`coerce_run`), at least one of them InstaHide.
+    title : str
+        Leads the Markdown heading.
+    settings : mapping
+        Run-config values common to the sweep, printed in the header.
+
+    Returns
+    -------
+    tuple of (str, list of dict)
+        The Markdown page and the rows of ``table4.csv`` (:data:`TABLE4_CSV_COLUMNS`).
+    """
+    table = _table4_data(runs)
+    used = table.used()
+    instahide_runs = table.runs_of(INSTAHIDE)
+    mixup_runs = table.runs_of(MIXUP)
+    k_text = _texts(run["instahide_k"] for run in instahide_runs)
+    k_private_text = _texts(run["instahide_k_private"] for run in instahide_runs)
+    with_block = len({column.block for column in table.columns}) > 1
+    with_release = len(table.releases) > 1
+    expected_n = len(_seeds(used))
+
+    public_fraction_by_column = {
+        column: {run["public_fraction"] for (method, _, c), members in table.groups.items()
+                 if c == column and method in (INSTAHIDE, MIXUP) for run in members}
+        for column in table.columns
+    }
+    differing = [column for column, values in public_fraction_by_column.items() if len(values) > 1]
+    if differing:
+        where = "; ".join(column.label(with_block=with_block) for column in differing)
+        partitions_line = (f"- NOT the same partitions in {where}: the two encodings ran with different "
+                           "public-fraction values there")
+    else:
+        partitions_line = ("- Same partitions: in every cell both encodings ran with the same seeds, P, β and "
+                           "public-fraction, so for each seed the parties hold the same data under both")
+    knobs = "P parties, Dirichlet β" + (", size ratio ρ" if any(c.layout == "table6" for c in table.columns) else "")
+    lines_before_settings = [
+        f"- Release mode: {', '.join(f'`{r}`' for r in table.releases)} (both encodings); columns are the "
+        f"partition cells ({knobs})",
+        partitions_line,
+        "- Δ = singularized mixup − InstaHide, of the means over seeds"
+        + (f"; the {_STRATEGY_NAMES[table.baseline]} row is context (iterative, a different protocol)"
+           if table.baseline else ""),
+    ]
+    heading = (f"Table 4 layout: InstaHide (k = {k_text}, k_private = {k_private_text}) vs singularized mixup on "
+               "the same partitions")
+    lines = _header_block(title=title, heading=heading, runs=used, settings=settings,
+                          lines_before_settings=lines_before_settings)
+
+    hidden_reason = _table4_paper_hidden_reason(used, settings=settings)
+    paper = None if hidden_reason else paper_table4_cell(str(used[0]["dataset"]))
+    if paper is None:
+        lines += [f"The paper's Table 4 numbers are not shown: {hidden_reason}.", ""]
+    else:
+        dataset = str(used[0]["dataset"])
+        lines += [f"Paper column: the paper's Table 4 for {PAPER_DATASET_NAMES[dataset]} (frozen ImageNet "
+                  f"{_BACKBONE_NAMES[PAPER_TABLE4_BACKBONES[dataset]]}, tau = {PAPER_TAU:g}, "
+                  f"InstaHide k = {PAPER_TABLE4_INSTAHIDE_K}). "
+                  "The paper reports one number per data set from its accuracy experiments (section 5.2), not per "
+                  "partition cell, so the same number stands beside every cell.", ""]
+        differences = _table4_paper_differences(table)
+        if differences:
+            lines += ["These runs depart from the paper's Table 4 protocol in: " + "; ".join(differences)
+                      + ". Read the paper column with that in mind.", ""]
+
+    def release_suffix(release: str) -> str:
+        return f", release {release}" if with_release else ""
+
+    # (row label, method, release, paper value) in table order.
+    method_rows: list[tuple[str, str, str, str]] = []
+    for release in table.releases:
+        method_rows.append((f"InstaHide (k = {k_text}, k_private = {k_private_text}){release_suffix(release)}",
+                            INSTAHIDE, release,
+                            "" if paper is None else ("–" if paper[0] is None else f"{paper[0]:.2f}")))
+        release_mixup = [run for run in mixup_runs if run["release"] == release]
+        method_rows.append((f"singularized mixup (tau = {_taus_text(release_mixup)}, noise mode "
+                            f"{_texts(run['noise_mode'] for run in release_mixup)}){release_suffix(release)}",
+                            MIXUP, release, "" if paper is None else f"{paper[1]:.2f}"))
+    if table.baseline:
+        baseline_runs = table.runs_of(table.baseline)
+        method_rows.append((f"{_STRATEGY_NAMES[table.baseline]} ({_integers_text(r['rounds'] for r in baseline_runs)} "
+                            "rounds, context)", table.baseline, "", ""))
+
+    header = ["Method"] + [column.label(with_block=with_block) for column in table.columns]
+    if paper is not None:
+        header.append(f"paper ({PAPER_DATASET_NAMES[str(used[0]['dataset'])]})")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, method, release, paper_text in method_rows:
+        cells = [label] + [_format_spread(table.spread(method, release, column), expected_n=expected_n)
+                           for column in table.columns]
+        lines.append("| " + " | ".join(cells + ([paper_text] if paper is not None else [])) + " |")
+    for release in table.releases:
+        deltas = []
+        for column in table.columns:
+            instahide, mixup = table.spread(INSTAHIDE, release, column), table.spread(MIXUP, release, column)
+            deltas.append(_format_delta(None if instahide is None or mixup is None else mixup.mean - instahide.mean))
+        if paper is not None:
+            deltas.append("–" if paper[0] is None else f"{paper[1] - paper[0]:+.2f}")
+        lines.append("| " + " | ".join([f"Δ (singularized − InstaHide){release_suffix(release)}"] + deltas) + " |")
+    lines.append("")
+    for release in table.releases:
+        lines += [_table4_ahead_sentence(table, release=release, with_release=with_release), ""]
+
+    csv_rows = []
+    for _, method, release, _ in method_rows:
+        for column in table.columns:
+            members = table.groups.get((method, release, column), [])
+            if not members:
+                continue
+            accuracy = _spread([run["test_accuracy"] for run in members])
+            instahide = table.spread(INSTAHIDE, release, column)
+            ks = {run["instahide_k"] for run in members}
+            k_privates = {run["instahide_k_private"] for run in members}
+            fractions = {run["public_fraction"] for run in members}
+            taus = [run["tau"] for run in members if run["tau"] is not None]
+            csv_rows.append({
+                "table": column.block, "layout": column.layout, "parties": column.parties, "beta": column.beta,
+                "rho": column.rho, "release": release,
+                "method": {INSTAHIDE: INSTAHIDE, MIXUP: SINGULARIZED}.get(method, method),
+                "encoding": _texts((run["encoding"] for run in members), empty=""),
+                "instahide_k": ks.pop() if len(ks) == 1 else _texts(ks, empty=""),
+                "instahide_k_private": k_privates.pop() if len(k_privates) == 1 else _texts(k_privates, empty=""),
+                "public_fraction": fractions.pop() if len(fractions) == 1 else _texts(fractions, empty=""),
+                "noise_mode": _texts((run["noise_mode"] for run in members), empty=""),
+                "tau": statistics.fmean(taus) if taus else None,
+                "n_seeds": len(members), "seeds": " ".join(str(s) for s in _seeds(members)),
+                "test_accuracy_mean": accuracy.mean, "test_accuracy_std": accuracy.std,
+                "minus_instahide_mean": (accuracy.mean - instahide.mean
+                                         if method == MIXUP and instahide is not None else None),
+            })
+    return "\n".join(lines), csv_rows
+
+
+def _write_table4_csv(rows: Sequence[dict], *, path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(TABLE4_CSV_COLUMNS)
+        for row in rows:
+            writer.writerow(["" if row[column] is None else row[column] for column in TABLE4_CSV_COLUMNS])
+
+
 # --------------------------------------------------------------------------- release modes
 
 
@@ -672,20 +1062,22 @@ def _format_wall(wall: _Spread | None) -> str:
 
 
 def _one_shot_vs_iterative_rows(runs: Sequence[dict]) -> list[dict[str, object]]:
-    """One row of raw numbers per (block, cell, strategy, release), in report order."""
+    """One row of raw numbers per (block, cell, strategy, release, encoding), in report order;
+    InstaHide follows singularized mixup of the same release."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
-        key = (run["table"], run["layout"], *_cell(run), *_arm(run))
+        key = (run["table"], run["layout"], *_cell(run), *_arm(run), run["encoding"])
         groups.setdefault(key, []).append(run)
     block_order = list(dict.fromkeys(run["table"] for run in runs))
 
     def order(key: tuple) -> tuple:
-        block, layout, parties, beta, rho, strategy, release = key
-        return block_order.index(block), layout, *_paper_order((parties, beta, rho)), _arm_order((strategy, release))
+        block, layout, parties, beta, rho, strategy, release, encoding = key
+        return (block_order.index(block), layout, *_paper_order((parties, beta, rho)),
+                _arm_order((strategy, release)), encoding == INSTAHIDE)
 
     rows = []
     for key in sorted(groups, key=order):
-        block, layout, parties, beta, rho, strategy, release = key
+        block, layout, parties, beta, rho, strategy, release, encoding = key
         members = _unique_by_run_key(groups[key])
         accuracy = _spread([r["test_accuracy"] for r in members])
         last = _spread([r["last_test_accuracy"] for r in members])
@@ -694,7 +1086,7 @@ def _one_shot_vs_iterative_rows(runs: Sequence[dict]) -> list[dict[str, object]]
         snrs = [r["snr_pc1_mean"] for r in members if r["snr_pc1_mean"] is not None]
         rows.append({
             "table": block, "layout": layout, "parties": parties, "beta": beta, "rho": rho,
-            "strategy": strategy, "release": release,
+            "strategy": strategy, "release": release, "encoding": encoding,
             "n_seeds": len(members), "seeds": " ".join(str(s) for s in _seeds(members)),
             "test_accuracy_mean": accuracy.mean, "test_accuracy_std": accuracy.std,
             "last_test_accuracy_mean": last.mean,
@@ -730,12 +1122,15 @@ def _write_one_shot_vs_iterative_csv(rows: Sequence[dict], *, path: Path) -> Non
 
 def _one_shot_vs_iterative_markdown(rows: Sequence[dict], runs: Sequence[dict], *, title: str,
                                     settings: Mapping[str, object]) -> str:
-    lines = _header_block(title=title, heading="one-shot singularized mixup vs iterative FL", runs=runs,
-                          settings=settings)
+    with_instahide = any(_is_instahide(run) for run in runs)
+    heading = "one-shot singularized mixup vs iterative FL" + (" (and one-shot InstaHide)" if with_instahide else "")
+    lines = _header_block(title=title, heading=heading, runs=runs, settings=settings)
     lines += [
         "Bytes are the mean over seeds of what the run metered (total over parties, and per party). "
         "Rounds: 1 for release once, the server epochs for per-epoch release, the FL rounds otherwise. "
-        "'Final' is the accuracy at the last round/epoch, shown beside and never used to choose.",
+        "'Final' is the accuracy at the last round/epoch, shown beside and never used to choose."
+        + (" 'InstaHide (one-shot)' rows are the InstaHide encoding released like singularized mixup, a comparator, "
+           "not the paper's method." if with_instahide else ""),
         "",
     ]
     columns = ["Block", "P", "β", "ρ", "Strategy", "Release", "Test accuracy (%)", "Seeds", "Final (%)", "Rounds",
@@ -746,7 +1141,9 @@ def _one_shot_vs_iterative_markdown(rows: Sequence[dict], runs: Sequence[dict], 
         wall = _Spread(row["wall_seconds_mean"], row["wall_seconds_std"], row["n_seeds"])
         lines.append("| " + " | ".join([
             row["table"], str(row["parties"]), _knob(row["beta"]), _knob(row["rho"]),
-            _STRATEGY_NAMES.get(row["strategy"], row["strategy"]), row["release"] or "—",
+            ("InstaHide (one-shot)" if row["encoding"] == INSTAHIDE
+             else _STRATEGY_NAMES.get(row["strategy"], row["strategy"])),
+            row["release"] or "—",
             _format_spread(accuracy), str(row["n_seeds"]), f"{row['last_test_accuracy_mean']:.2f}", row["rounds"],
             _human_bytes(row["bytes_uploaded_total"]), _human_bytes(row["bytes_uploaded_per_party"]),
             _human_bytes(row["bytes_downloaded_total"]), _human_bytes(row["bytes_downloaded_per_party"]),
@@ -937,6 +1334,9 @@ class ReportFiles:
 
     Attributes
     ----------
+    table4_md, table4_csv : Path or None
+        InstaHide vs singularized mixup (the paper's Table 4 comparison), written only when some
+        run used the InstaHide encoding.
     table5, table6 : Path or None
         The paper-layout tables, written only for layouts present in the runs.
     release_modes : Path or None
@@ -949,6 +1349,8 @@ class ReportFiles:
         The index page that includes every table and links every plot.
     """
 
+    table4_md: Path | None
+    table4_csv: Path | None
     table5: Path | None
     table6: Path | None
     release_modes: Path | None
@@ -980,6 +1382,12 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
         Run-config values common to the sweep; printed in every Markdown header so that each
         number names how it was made.
 
+    Notes
+    -----
+    Runs that used the InstaHide encoding appear only in ``table4`` and as their own arm in
+    ``one_shot_vs_iterative``; the paper tables, the release-mode comparison and the plots are
+    made of singularized mixup and the FL strategies alone.
+
     Returns
     -------
     ReportFiles
@@ -993,23 +1401,33 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
     if not runs:
         raise ValueError("no runs to report on")
     typed = [coerce_run(run) for run in runs]
+    # The paper tables, release modes and plots compare singularized mixup with FL only.
+    without_instahide = [run for run in typed if not _is_instahide(run)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    layouts = {run["layout"] for run in typed}
+    layouts = {run["layout"] for run in without_instahide}
     sections: list[tuple[str, str]] = []  # (file name, markdown) in report order
+    extra_links: dict[str, str] = {}  # Markdown file -> its CSV, for the index
 
     paths: dict[str, Path | None] = {
-        "table5": None, "table6": None, "release_modes": None,
+        "table4_md": None, "table4_csv": None, "table5": None, "table6": None, "release_modes": None,
         "accuracy_vs_beta": None, "accuracy_vs_rho": None, "fedprox_rounds": None,
     }
+    if len(without_instahide) < len(typed):
+        markdown, table4_rows = _table4(typed, title=title, settings=settings)
+        paths["table4_md"], paths["table4_csv"] = out_dir / "table4.md", out_dir / "table4.csv"
+        paths["table4_md"].write_text(markdown)
+        _write_table4_csv(table4_rows, path=paths["table4_csv"])
+        sections.append((paths["table4_md"].name, markdown))
+        extra_links[paths["table4_md"].name] = paths["table4_csv"].name
     for layout in LAYOUTS:
         if layout in layouts:
-            markdown = _paper_table_markdown(typed, layout=layout, title=title, settings=settings)
+            markdown = _paper_table_markdown(without_instahide, layout=layout, title=title, settings=settings)
             paths[layout] = out_dir / f"{layout}.md"
             paths[layout].write_text(markdown)
             sections.append((paths[layout].name, markdown))
-    if any(run["strategy"] == MIXUP and run["release"] == "per-epoch" for run in typed):
-        markdown = _release_modes_markdown(typed, title=title, settings=settings)
+    if any(run["strategy"] == MIXUP and run["release"] == "per-epoch" for run in without_instahide):
+        markdown = _release_modes_markdown(without_instahide, title=title, settings=settings)
         paths["release_modes"] = out_dir / "release_modes.md"
         paths["release_modes"].write_text(markdown)
         sections.append((paths["release_modes"].name, markdown))
@@ -1025,20 +1443,24 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
     plots: list[tuple[str, Path]] = []
     if "table5" in layouts:
         paths["accuracy_vs_beta"] = out_dir / "accuracy_vs_beta.png"
-        _plot_accuracy_vs_knob(typed, layout="table5", path=paths["accuracy_vs_beta"], title=title, settings=settings)
+        _plot_accuracy_vs_knob(without_instahide, layout="table5", path=paths["accuracy_vs_beta"], title=title,
+                               settings=settings)
         plots.append(("Test accuracy vs Dirichlet β (Table 5 layout)", paths["accuracy_vs_beta"]))
     if "table6" in layouts:
         paths["accuracy_vs_rho"] = out_dir / "accuracy_vs_rho.png"
-        _plot_accuracy_vs_knob(typed, layout="table6", path=paths["accuracy_vs_rho"], title=title, settings=settings)
+        _plot_accuracy_vs_knob(without_instahide, layout="table6", path=paths["accuracy_vs_rho"], title=title,
+                               settings=settings)
         plots.append(("Test accuracy vs size ratio ρ (Table 6 layout)", paths["accuracy_vs_rho"]))
-    if any(run["strategy"] in FL_STRATEGIES for run in typed):
+    if any(run["strategy"] in FL_STRATEGIES for run in without_instahide):
         paths["fedprox_rounds"] = out_dir / "fedprox_rounds.png"
-        _plot_fl_rounds(typed, path=paths["fedprox_rounds"], title=title)
+        _plot_fl_rounds(without_instahide, path=paths["fedprox_rounds"], title=title)
         plots.append(("Federated test accuracy per round", paths["fedprox_rounds"]))
 
+    # Each CSV is linked right after the Markdown table it belongs to.
+    csv_beside = {**extra_links, comparison_md.name: comparison_csv.name}
+    links = [link for name, _ in sections for link in (name, csv_beside.get(name)) if link]
     index = [f"# {title}", "", f"Run settings common to the sweep: {_settings_text(settings)}", "",
-             "Files: " + ", ".join(f"[{name}]({name})" for name, _ in sections)
-             + f", [{comparison_csv.name}]({comparison_csv.name})", ""]
+             "Files: " + ", ".join(f"[{name}]({name})" for name in links), ""]
     for _, markdown in sections:
         index.append(_demote_headings(markdown))
     if plots:
@@ -1048,6 +1470,7 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
     report = out_dir / "report.md"
     report.write_text("\n".join(index))
     return ReportFiles(
+        table4_md=paths["table4_md"], table4_csv=paths["table4_csv"],
         table5=paths["table5"], table6=paths["table6"], release_modes=paths["release_modes"],
         one_shot_vs_iterative_md=comparison_md, one_shot_vs_iterative_csv=comparison_csv,
         accuracy_vs_beta=paths["accuracy_vs_beta"], accuracy_vs_rho=paths["accuracy_vs_rho"],

@@ -2,8 +2,9 @@
 
 A sweep file (TOML, see ``simulations/sweeps/``) names the grid: blocks ("tables") of
 parties x Dirichlet beta (x size ratio rho for the size-skew layout of Table 6), the
-strategies, the one-shot release modes and the seeds, plus the run-config settings common
-to every run. Every (cell, strategy, release mode, seed) is one ``flwr run`` of this app,
+strategies, the one-shot release modes and encodings (singularized mixup, or the InstaHide
+comparator of the paper's Table 4) and the seeds, plus the run-config settings common to
+every run. Every (cell, strategy, release mode, encoding, seed) is one ``flwr run`` of this app,
 whose ServerApp writes the run's JSON summary atomically; the summary's existence is what
 "finished" means, so
 
@@ -24,6 +25,7 @@ once and listed under each), ``settings.json``, and the report of :mod:`simulati
     python -m simulations.sweep                                   # offline default: digits
     python -m simulations.sweep simulations/sweeps/cifar10-resnet18-gpu.toml --gpu \\
         --generate-cifar10 50000 --set "backbone-weights='/abs/resnet18.pth'"
+    python -m simulations.sweep simulations/sweeps/instahide-digits.toml   # Table 4: InstaHide vs ours
     python -m simulations.sweep --dry-run                          # list the runs, run nothing
 """
 
@@ -71,6 +73,7 @@ __all__ = [
     "main",
     "row_from_summary",
     "run_sweep",
+    "summary_encoding",
 ]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -78,9 +81,16 @@ DEFAULT_SWEEP = SWEEPS_DIR / "digits-default.toml"
 
 Strategy = Literal["fedprox", "fedavg", "one-shot-mixup"]
 Release = Literal["once", "per-epoch"]
+Encoding = Literal["singularized", "instahide"]
+
+DEFAULT_ENCODING = "singularized"
+"""The one-shot encoding a run config means when it names none (Algorithm 1). Run configs of
+singularized runs leave the key out, so their run keys, and with them the names of results
+computed before encodings existed, stay what they were."""
 
 # Keys the sweep sets itself per run; a sweep file or --set may not fix them.
-SWEEP_KEYS = ("strategy", "seed", "beta", "rho", "partitioner", "poor-party", "release", "output-dir", "run-name")
+SWEEP_KEYS = ("strategy", "seed", "beta", "rho", "partitioner", "poor-party", "release", "encoding", "output-dir",
+              "run-name")
 
 class SweepError(ValueError):
     """A sweep that cannot run as specified; the message says what to change."""
@@ -103,6 +113,7 @@ class TableSpec(BaseModel):
     poor_party: int = Field(0, ge=0)
     strategies: list[Strategy] | None = None
     releases: list[Release] | None = None
+    encodings: list[Encoding] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("parties")
@@ -124,7 +135,9 @@ class TableSpec(BaseModel):
 
 
 class SweepSpec(BaseModel):
-    """A sweep file: the grid, the strategies, the release modes, the seeds and the settings."""
+    """A sweep file: the grid, the strategies, the release modes, the one-shot encodings, the seeds
+    and the settings. ``encodings`` (sweep-wide, or per block like ``releases``) applies to the
+    one-shot strategy only; the iterative strategies have no encoding."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True)
 
@@ -133,6 +146,7 @@ class SweepSpec(BaseModel):
     seeds: list[int] = Field(min_length=1)
     strategies: list[Strategy] = Field(default_factory=lambda: ["fedprox", "one-shot-mixup"])
     releases: list[Release] = Field(default_factory=lambda: ["once"])
+    encodings: list[Encoding] = Field(default_factory=lambda: [DEFAULT_ENCODING])
     settings: dict[str, Any] = Field(default_factory=dict)
     table: list[TableSpec] = Field(min_length=1)
 
@@ -192,6 +206,7 @@ class SweepRun:
     layout: str
     strategy: str
     release: str  # "" for the iterative strategies
+    encoding: str  # "singularized" or "instahide" for the one-shot strategy, "" for the iterative ones
     parties: int
     beta: float
     rho: float
@@ -208,8 +223,23 @@ def run_key(run_config: Mapping[str, Any], parties: int) -> str:
 
 
 def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) -> list[SweepRun]:
-    """Every (table cell, strategy, release, seed) of the sweep, seeds outermost so that a
-    complete grid for the first seed exists before the second seed starts."""
+    """Every (table cell, strategy, release, encoding, seed) of the sweep.
+
+    Parameters
+    ----------
+    spec : SweepSpec
+        The validated sweep file.
+    overrides : mapping, optional
+        Run-config values for every run (``--set``); the per-run keys :data:`SWEEP_KEYS` are refused.
+
+    Returns
+    -------
+    list of SweepRun
+        Seeds outermost, so that a complete grid for the first seed exists before the second
+        seed starts. One-shot runs are expanded over release modes and encodings, the iterative
+        strategies over neither. Only a non-default encoding is written into the run config
+        (see :data:`DEFAULT_ENCODING`); an InstaHide run's name says ``instahide``.
+    """
     overrides = dict(overrides or {})
     fixed = sorted(set(overrides) & set(SWEEP_KEYS))
     if fixed:
@@ -219,12 +249,16 @@ def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) 
         for table in spec.table:
             strategies = table.strategies or spec.strategies
             releases = table.releases or spec.releases
+            encodings = table.encodings or spec.encodings
             rhos = table.rho if table.layout == "table6" else [1.0]
             for parties in table.parties:
                 for beta in table.beta:
                     for rho in rhos:
                         for strategy in strategies:
-                            for release in releases if strategy == "one-shot-mixup" else [""]:
+                            # (release, encoding) pairs; the iterative strategies have neither.
+                            variants = ([(r, e) for r in releases for e in encodings]
+                                        if strategy == "one-shot-mixup" else [("", "")])
+                            for release, encoding in variants:
                                 config: dict[str, Any] = {**spec.settings, **table.settings, **overrides}
                                 config.update(strategy=strategy, seed=seed, beta=float(beta))
                                 if table.layout == "table6":
@@ -234,14 +268,17 @@ def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) 
                                     config["partitioner"] = "dirichlet"
                                 if release:
                                     config["release"] = release
+                                if encoding and encoding != DEFAULT_ENCODING:
+                                    config["encoding"] = encoding
                                 config = dict(sorted(config.items()))
                                 key = run_key(config, parties)
-                                label = strategy + (f"-{release}" if release else "")
+                                label = strategy + (f"-{encoding}" if encoding and encoding != DEFAULT_ENCODING
+                                                    else "") + (f"-{release}" if release else "")
                                 rho_part = f"-rho{rho:g}" if table.layout == "table6" else ""
                                 name = f"{label}-P{parties}-b{beta:g}{rho_part}-seed{seed}-{key}"
                                 runs.append(SweepRun(
                                     table=table.name, layout=table.layout, strategy=strategy, release=release,
-                                    parties=parties, beta=float(beta), rho=float(rho), seed=seed,
+                                    encoding=encoding, parties=parties, beta=float(beta), rho=float(rho), seed=seed,
                                     run_config=config, key=key, name=name,
                                 ))
     return runs
@@ -276,30 +313,69 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else 100.0 * float(value)
 
 
+def summary_encoding(summary: Mapping[str, Any]) -> str:
+    """The one-shot encoding a run summary was made with; "" for the iterative strategies.
+
+    Summaries written before encodings existed name none: they are singularized mixup.
+    """
+    if summary["strategy"] != "one-shot-mixup":
+        return ""
+    privacy = summary.get("privacy") or {}
+    return str(summary["config"].get("encoding") or privacy.get("encoding") or DEFAULT_ENCODING)
+
+
 def row_from_summary(run: SweepRun, summary: Mapping[str, Any], *, summary_path: Path) -> dict[str, Any]:
-    """The CSV row of one run (see :data:`simulations.report.RUNS_CSV_COLUMNS`): accuracies in percent, of the model
-    selected on validation; the last epoch's/round's accuracy beside it, never chosen."""
+    """The CSV row of one run (see :data:`simulations.report.RUNS_CSV_COLUMNS`).
+
+    Parameters
+    ----------
+    run : SweepRun
+        The planned run (its block, layout and cell).
+    summary : mapping
+        The JSON summary the ServerApp wrote for it.
+    summary_path : Path
+        Where that summary lies (kept in the row so the report can read per-round histories).
+
+    Returns
+    -------
+    dict
+        Accuracies in percent, of the model selected on validation; the last epoch's/round's
+        accuracy beside it, never chosen. ``encoding`` is "singularized" or "instahide" for a
+        one-shot run and "" for an iterative one. InstaHide has no noise, so its noise mode,
+        tau and SNR are empty; its exposures count how often each private sample is a private
+        component of a released row, and ``instahide_k``/``instahide_k_private`` say how many
+        samples (private ones) each row mixes. ``public_fraction`` is the share of the training
+        split held out before partitioning (0 for summaries that predate it).
+    """
     result = summary["result"]
     privacy = summary.get("privacy") or {}
     comm = summary["communication"]
-    one_shot = summary["strategy"] == "one-shot-mixup"
-    releases = (privacy.get("releases_per_party") or {}).get("max", 1) if one_shot else 0
-    exposures = privacy.get("exposures_per_private_sample", {}).get("as_clean_component", {})
     config = summary["config"]
+    one_shot = summary["strategy"] == "one-shot-mixup"
+    encoding = summary_encoding(summary)
+    instahide = encoding == "instahide"
+    singularized = one_shot and not instahide
+    releases = (privacy.get("releases_per_party") or {}).get("max", 1) if one_shot else 0
+    exposure_kind = "as_private_component" if instahide else "as_clean_component"
+    exposures = (privacy.get("exposures_per_private_sample") or {}).get(exposure_kind) or {}
     return {
         "run_key": run.key,
         "table": run.table,
         "layout": run.layout,
         "strategy": run.strategy,
         "release": run.release,
+        "encoding": encoding,
         "parties": summary["num_parties"],
         "beta": run.beta,
         "rho": run.rho,
         "seed": run.seed,
         "dataset": config["dataset"],
         "backbone": config.get("backbone", "none"),
-        "noise_mode": privacy.get("noise_mode", "") if one_shot else "",
-        "tau": privacy.get("tau") if one_shot else None,
+        "noise_mode": privacy.get("noise_mode", "") if singularized else "",
+        "tau": privacy.get("tau") if singularized else None,
+        "instahide_k": privacy.get("k", config.get("instahide-k")) if instahide else None,
+        "instahide_k_private": privacy.get("k_private", config.get("instahide-k-private")) if instahide else None,
+        "public_fraction": float(config.get("public-fraction", 0.0)),
         "test_accuracy": _pct(result["test_accuracy"]),
         "selected_at": result.get("selected_epoch", result.get("selected_round")),
         "last_test_accuracy": _pct(result.get("last_epoch_test_accuracy", result.get("last_round_test_accuracy"))),
@@ -312,7 +388,7 @@ def row_from_summary(run: SweepRun, summary: Mapping[str, Any], *, summary_path:
         "bytes_uploaded_per_party": float(comm["bytes_uploaded"]) / summary["num_parties"],
         "bytes_downloaded_per_party": float(comm["bytes_downloaded"]) / summary["num_parties"],
         "wall_seconds": float(summary["wall_seconds"]),
-        "snr_pc1_mean": (privacy.get("snr_pc1") or {}).get("mean") if one_shot else None,
+        "snr_pc1_mean": (privacy.get("snr_pc1") or {}).get("mean") if singularized else None,
         "summary_path": str(summary_path),
     }
 

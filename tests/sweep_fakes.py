@@ -10,17 +10,27 @@ from pathlib import Path
 
 
 def fake_summary(run, run_config: dict) -> dict:
-    """A summary with the keys the ServerApp writes; accuracy depends on the cell so tables differ."""
+    """A summary with the keys the ServerApp writes; accuracy depends on the cell so tables differ.
+
+    An InstaHide run (``encoding = "instahide"`` in its run config) gets InstaHide's privacy
+    block: no noise mode, no tau, no SNR, and exposures as a private component (3 per release,
+    so that a test can tell them from singularized mixup's 1 per release).
+    """
     one_shot = run.strategy == "one-shot-mixup"
+    instahide = run_config.get("encoding") == "instahide"
     epochs = int(run_config.get("central-epochs", 100))
-    acc = 0.80 + 0.01 * run.seed + (0.05 if one_shot else 0.0) - 0.02 * (run.beta < 0.5)
+    acc = 0.80 + 0.01 * run.seed + ((0.03 if instahide else 0.05) if one_shot else 0.0) - 0.02 * (run.beta < 0.5)
     per_epoch = run.release == "per-epoch"
     releases = epochs if per_epoch else 1
+    config = {"dataset": run_config.get("dataset", "digits"), "backbone": run_config.get("backbone", "none"),
+              "seed": run.seed, "encoding": run_config.get("encoding", "singularized"),
+              "public-fraction": run_config.get("public-fraction", 0.0),
+              "instahide-k": run_config.get("instahide-k", 4),
+              "instahide-k-private": run_config.get("instahide-k-private", 2)}
     summary = {
         "strategy": run.strategy,
         "num_parties": run.parties,
-        "config": {"dataset": run_config.get("dataset", "digits"), "backbone": run_config.get("backbone", "none"),
-                   "seed": run.seed},
+        "config": config,
         "rounds": (epochs if per_epoch else 1) if one_shot else int(run_config.get("num-rounds", 50)),
         "result": {"test_accuracy": acc, "selected_by": "lowest validation loss",
                    ("selected_epoch" if one_shot else "selected_round"): 2,
@@ -28,9 +38,17 @@ def fake_summary(run, run_config: dict) -> dict:
         "communication": {"bytes_uploaded": 1000 * run.parties * releases, "bytes_downloaded": 10 * run.parties},
         "wall_seconds": 1.5,
     }
-    if one_shot:
+    if one_shot and instahide:
         summary["privacy"] = {
-            "release_mode": run.release, "noise_mode": "clamped", "tau": 1e-6,
+            "encoding": "instahide", "release_mode": run.release, "noise_mode": "none", "tau": None,
+            "k": config["instahide-k"], "k_private": config["instahide-k-private"], "public_pool_size": 360,
+            "releases_per_party": {"mean": releases, "max": releases, "min": releases},
+            "exposures_per_private_sample": {"as_private_component": {"mean": 2.5 * releases, "max": 3 * releases}},
+        }
+        summary["history"] = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 4)]
+    elif one_shot:
+        summary["privacy"] = {
+            "encoding": "singularized", "release_mode": run.release, "noise_mode": "clamped", "tau": 1e-6,
             "releases_per_party": {"mean": releases, "max": releases, "min": releases},
             "exposures_per_private_sample": {"as_clean_component": {"mean": releases, "max": releases}},
             "snr_pc1": {"mean": 3.0, "max": 4.0},

@@ -23,6 +23,7 @@ from simulations.paper_tables import (
 from simulations.report import (
     ONE_SHOT_VS_ITERATIVE_COLUMNS,
     RUNS_CSV_COLUMNS,
+    TABLE4_CSV_COLUMNS,
     read_runs_csv,
     write_report,
 )
@@ -32,6 +33,7 @@ MIXUP = "one-shot-mixup"
 FEDPROX = ("fedprox", "")
 ONCE = (MIXUP, "once")
 PER_EPOCH = (MIXUP, "per-epoch")
+INSTAHIDE_ONCE = ("instahide", "once")  # the one-shot strategy with the InstaHide encoding
 SEEDS = (0, 1)
 CENTRAL_EPOCHS = 20
 FL_ROUNDS = 5
@@ -60,14 +62,18 @@ ACCURACIES: dict[tuple[str, str, int, float, float], dict[tuple[str, str], list[
 def _bytes_uploaded(*, arm: tuple[str, str], parties: int) -> int:
     if arm == FEDPROX:
         return parties * FL_ROUNDS * MODEL_BYTES
-    releases = 1 if arm == ONCE else CENTRAL_EPOCHS
+    releases = CENTRAL_EPOCHS if arm[1] == "per-epoch" else 1
     return parties * releases * ROWS_PER_PARTY * ROW_BYTES
 
 
 def _make_run(*, block: str, layout: str, parties: int, beta: float, rho: float, arm: tuple[str, str], seed: int,
-              accuracy: float, dataset: str, backbone: str, summaries: Path) -> dict:
+              accuracy: float, dataset: str, backbone: str, summaries: Path, public_fraction: float = 0.0) -> dict:
     strategy, release = arm
     run_key = f"{block}-P{parties}-b{beta}-r{rho}-{strategy}-{release or 'fl'}-s{seed}"
+    instahide = strategy == "instahide"
+    if instahide:
+        strategy = MIXUP
+    encoding = "instahide" if instahide else ("singularized" if strategy == MIXUP else "")
     summary_path = summaries / f"{run_key}.json"
     is_fl = strategy != MIXUP
     if is_fl:
@@ -86,32 +92,36 @@ def _make_run(*, block: str, layout: str, parties: int, beta: float, rho: float,
     downloaded = parties * FL_ROUNDS * MODEL_BYTES if is_fl else 0
     return {
         "run_key": run_key, "table": block, "layout": layout, "strategy": strategy, "release": release,
-        "parties": parties, "beta": beta, "rho": rho, "seed": seed, "dataset": dataset, "backbone": backbone,
-        "noise_mode": "" if is_fl else "clamped", "tau": None if is_fl else 1e-6,
+        "encoding": encoding, "parties": parties, "beta": beta, "rho": rho, "seed": seed, "dataset": dataset,
+        "backbone": backbone, "noise_mode": "" if is_fl or instahide else "clamped",
+        "tau": None if is_fl or instahide else 1e-6,
+        "instahide_k": 4 if instahide else None, "instahide_k_private": 2 if instahide else None,
+        "public_fraction": public_fraction,
         "test_accuracy": accuracy, "selected_at": FL_SELECTED_ROUND if is_fl else 15,
         "last_test_accuracy": accuracy - 0.5,
         "selected_by": "highest val_accuracy over rounds" if is_fl else "highest val_accuracy over epochs",
         "rounds": FL_ROUNDS if is_fl else releases, "releases_per_party": releases, "exposures_per_sample": releases,
         "bytes_uploaded": uploaded, "bytes_downloaded": downloaded,
         "bytes_uploaded_per_party": uploaded / parties, "bytes_downloaded_per_party": downloaded / parties,
-        "wall_seconds": 10.0 + seed, "snr_pc1_mean": None if is_fl else 0.0123,
+        "wall_seconds": 10.0 + seed, "snr_pc1_mean": None if is_fl or instahide else 0.0123,
         "summary_path": str(summary_path),
     }
 
 
 def make_runs(folder: Path, *, dataset: str = "digits", backbone: str = "none",
-              seeds: tuple[int, ...] = SEEDS, blocks: tuple[str, ...] = ("table5", "table6", "release")) -> list[dict]:
+              seeds: tuple[int, ...] = SEEDS, blocks: tuple[str, ...] = ("table5", "table6", "release"),
+              accuracies: dict | None = None, public_fraction: float = 0.0) -> list[dict]:
     summaries = folder / "summaries"
     summaries.mkdir(parents=True, exist_ok=True)
     runs = []
-    for (block, layout, parties, beta, rho), arms in ACCURACIES.items():
+    for (block, layout, parties, beta, rho), arms in (ACCURACIES if accuracies is None else accuracies).items():
         if block not in blocks:
             continue
-        for arm, accuracies in arms.items():
+        for arm, values in arms.items():
             for seed in seeds:
                 runs.append(_make_run(block=block, layout=layout, parties=parties, beta=beta, rho=rho, arm=arm,
-                                      seed=seed, accuracy=accuracies[seed], dataset=dataset, backbone=backbone,
-                                      summaries=summaries))
+                                      seed=seed, accuracy=values[seed], dataset=dataset, backbone=backbone,
+                                      summaries=summaries, public_fraction=public_fraction))
     return runs
 
 
@@ -122,7 +132,7 @@ def _table_rows(markdown: str, *, first_cell: str | None = None) -> list[list[st
         if not line.startswith("| ") or line.startswith("|---"):
             continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if cells[0] in ("# Parties P", "Block"):
+        if cells[0] in ("# Parties P", "Block", "Method"):
             continue
         if first_cell is None or cells[0] == first_cell:
             rows.append(cells)
@@ -395,3 +405,204 @@ def test_paper_columns_hidden_for_generated_data_or_random_backbone(tmp_path, se
     text = files.table5.read_text()
     assert "paper FedProx" not in text
     assert "The paper's numbers are not shown" in text and reason in text
+
+
+# --------------------------------------------------------------------------- Table 4: InstaHide
+
+# A "table4" block (Table 5 layout) where both encodings and FedProx ran on the same partitions.
+# P=5, beta=1.0: singularized mixup 0.5 ahead, within the seeds' spread; P=5, beta=0.1:
+# InstaHide 3 points ahead, more than one seed standard deviation.
+TABLE4_ACCURACIES: dict[tuple[str, str, int, float, float], dict[tuple[str, str], list[float]]] = {
+    ("table4", "table5", 5, 1.0, 1.0): {FEDPROX: [95.0, 96.0], ONCE: [93.0, 94.0], INSTAHIDE_ONCE: [92.0, 94.0]},
+    ("table4", "table5", 5, 0.1, 1.0): {FEDPROX: [90.0, 91.0], ONCE: [85.0, 86.0], INSTAHIDE_ONCE: [88.0, 89.0]},
+}
+TABLE4_PUBLIC_FRACTION = 0.2
+
+
+def make_table4_runs(folder: Path, *, accuracies: dict | None = None, **kwargs) -> list[dict]:
+    return make_runs(folder, blocks=("table4",), accuracies=accuracies or TABLE4_ACCURACIES,
+                     public_fraction=TABLE4_PUBLIC_FRACTION, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def instahide_report(tmp_path_factory: pytest.TempPathFactory):
+    folder = tmp_path_factory.mktemp("instahide")
+    runs = make_runs(folder) + make_table4_runs(folder)
+    files = write_report(runs, out_dir=folder / "report", title=TITLE, settings=SETTINGS)
+    return runs, files
+
+
+def _table4_rows(markdown: str) -> dict[str, list[str]]:
+    """Table 4's rows by the first words of their label ("InstaHide", "singularized", "FedProx", "Δ")."""
+    return {row[0].split(" (")[0]: row[1:] for row in _table_rows(markdown)}
+
+
+def test_table4_has_hand_computed_cells_and_a_plain_count(instahide_report):
+    _, files = instahide_report
+    text = files.table4_md.read_text()
+    assert text.startswith("# test sweep: Table 4 layout: InstaHide (k = 4, k_private = 2) vs singularized mixup on "
+                           "the same partitions")
+    assert "| Method | P=5, β=1.0 | P=5, β=0.1 |" in text.splitlines()
+    rows = _table4_rows(text)
+    assert rows["InstaHide"] == [_mean_std_text([92.0, 94.0]), _mean_std_text([88.0, 89.0])] \
+        == ["93.00 ± 1.41", "88.50 ± 0.71"]
+    assert rows["singularized mixup"] == [_mean_std_text([93.0, 94.0]), _mean_std_text([85.0, 86.0])]
+    assert rows["FedProx"] == [_mean_std_text([95.0, 96.0]), _mean_std_text([90.0, 91.0])]
+    assert rows["Δ"] == ["+0.50", "-3.00"]
+    assert "| InstaHide (k = 4, k_private = 2) |" in text
+    assert "| singularized mixup (tau = 1e-06, noise mode clamped) |" in text
+    assert ("Singularized mixup is ahead of InstaHide in 1 of 2 cells, behind in 1; Δ (singularized − InstaHide) "
+            "ranges from -3.00 to +0.50 points.") in text
+    assert "In 1 of the 2 cells |Δ| is within one seed standard deviation" in text
+    assert "does NOT reproduce" not in text  # behind clearly in 1 of 2 cells only
+    # The header names how every number was made.
+    for fragment in ("Data set: `digits`; backbone: `none`", "Seeds: 0, 1 (2 seeds)", "Release mode: `once`",
+                     "noise mode `clamped`, tau = 1e-06", "k = 4 samples per encoded row, k_private = 2",
+                     "public-fraction = 0.2", "selected on validation (never on test)", "Same partitions",
+                     "InstaHide: highest val_accuracy over epochs"):
+        assert fragment in text, fragment
+    assert "The paper's Table 4 numbers are not shown: the data set (digits) is not one of the paper's" in text
+    assert "paper (" not in text
+
+
+def test_instahide_rows_never_reach_the_mixup_column(instahide_report, digits_report):
+    _, files = instahide_report
+    table5 = files.table5.read_text()
+    rows = {(row[0], row[1]): row for row in _table_rows(table5)}
+    # The table4 block fills Table 5's P=5 cells with singularized mixup alone.
+    assert rows[("5", "1.0")][2:] == [_mean_std_text([95.0, 96.0]), _mean_std_text([93.0, 94.0]), "-2.00"]
+    assert rows[("5", "0.1")][3] == _mean_std_text([85.0, 86.0])
+    assert "93.00 ± 1.41" not in table5 and "InstaHide" not in table5
+    assert "Singularized mixup is ahead of FedProx in 3 of 6 cells" in table5
+    _, digits_files = digits_report
+    assert _table_rows(files.release_modes.read_text()) == _table_rows(digits_files.release_modes.read_text())
+    assert files.table6.read_text() == digits_files.table6.read_text()
+
+
+def test_table4_csv_and_the_index(instahide_report):
+    _, files = instahide_report
+    with files.table4_csv.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        assert tuple(reader.fieldnames) == TABLE4_CSV_COLUMNS
+        rows = {(r["method"], float(r["beta"])): r for r in reader}
+    assert set(rows) == {(method, beta) for method in ("instahide", "singularized", "fedprox") for beta in (1.0, 0.1)}
+    instahide = rows[("instahide", 0.1)]
+    assert float(instahide["test_accuracy_mean"]) == pytest.approx(88.5)
+    assert float(instahide["test_accuracy_std"]) == pytest.approx(math.sqrt(0.5))
+    assert (instahide["instahide_k"], instahide["instahide_k_private"], instahide["tau"]) == ("4", "2", "")
+    assert float(instahide["public_fraction"]) == TABLE4_PUBLIC_FRACTION and instahide["minus_instahide_mean"] == ""
+    singularized = rows[("singularized", 0.1)]
+    assert float(singularized["minus_instahide_mean"]) == pytest.approx(85.5 - 88.5)
+    assert singularized["noise_mode"] == "clamped" and singularized["encoding"] == "singularized"
+    assert rows[("fedprox", 1.0)]["minus_instahide_mean"] == ""
+    index = files.report.read_text()
+    assert "[table4.md](table4.md), [table4.csv](table4.csv), [table5.md](table5.md)" in index
+    assert index.index("## test sweep: Table 4 layout") < index.index("## test sweep: Table 5")
+    assert files.written()[:3] == (files.table4_md, files.table4_csv, files.table5)
+
+
+def test_one_shot_vs_iterative_lists_instahide_as_its_own_arm(instahide_report):
+    _, files = instahide_report
+    with files.one_shot_vs_iterative_csv.open(newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["table"] == "table4"]
+    assert [(r["strategy"], r["encoding"]) for r in rows if r["beta"] == "0.1"] == [
+        (MIXUP, "singularized"), (MIXUP, "instahide"), ("fedprox", "")]
+    instahide = next(r for r in rows if r["encoding"] == "instahide" and r["beta"] == "0.1")
+    assert float(instahide["test_accuracy_mean"]) == pytest.approx(88.5)
+    assert instahide["tau"] == "" and instahide["snr_pc1_mean"] == "" and instahide["noise_mode"] == ""
+    markdown = files.one_shot_vs_iterative_md.read_text()
+    assert "| table4 | 5 | 0.1 | 1.0 | InstaHide (one-shot) | once | 88.50 ± 0.71 |" in markdown
+
+
+def test_no_table4_without_instahide_runs(digits_report):
+    _, files = digits_report
+    assert files.table4_md is None and files.table4_csv is None
+    assert not (files.report.parent / "table4.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "says", "does_not_say"),
+    [
+        # InstaHide clearly ahead in both cells: the paper's "matches" claim does not hold here.
+        ({cell: {**arms, INSTAHIDE_ONCE: [v + 5.0 for v in arms[ONCE]]} for cell, arms in TABLE4_ACCURACIES.items()},
+         ["ahead of InstaHide in 0 of 2 cells, behind in 2", "Δ (singularized − InstaHide) = -5.00 points in every "
+          "cell", "does NOT reproduce"], ["within 1 point"]),
+        # Within a point everywhere: the size of the gaps the paper calls a match.
+        ({cell: {**arms, INSTAHIDE_ONCE: [v + 0.25 for v in arms[ONCE]]} for cell, arms in TABLE4_ACCURACIES.items()},
+         ["ahead of InstaHide in 0 of 2 cells, behind in 2", "Every compared cell is within 1 point"],
+         ["does NOT reproduce"]),
+    ],
+)
+def test_table4_sentence_is_plain_about_the_papers_claim(tmp_path, accuracies, says, does_not_say):
+    files = write_report(make_table4_runs(tmp_path, accuracies=accuracies), out_dir=tmp_path / "report", title=TITLE,
+                         settings=SETTINGS)
+    text = files.table4_md.read_text()
+    for fragment in says:
+        assert fragment in text, fragment
+    for fragment in does_not_say:
+        assert fragment not in text, fragment
+
+
+def test_table4_paper_column_for_the_papers_data_set_and_backbone(tmp_path):
+    runs = make_table4_runs(tmp_path, dataset="cifar10", backbone="resnet18")
+    files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={**SETTINGS, "dataset": "cifar10"})
+    text = files.table4_md.read_text()
+    assert "| Method | P=5, β=1.0 | P=5, β=0.1 | paper (CIFAR-10) |" in text
+    rows = _table4_rows(text)
+    assert rows["InstaHide"][-1] == "91.20" and rows["singularized mixup"][-1] == "90.51"
+    assert rows["Δ"] == ["+0.50", "-3.00", "-0.69"] and rows["FedProx"][-1] == ""
+    assert "are not shown" not in text and "departs" not in text
+    mnist = write_report(make_table4_runs(tmp_path / "mnist", dataset="mnist", backbone="resnet18"),
+                         out_dir=tmp_path / "mnist-report", title=TITLE, settings={})
+    assert _table4_rows(mnist.table4_md.read_text())["Δ"][-1] == "-0.34"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "backbone", "settings", "reason"),
+    [
+        ("cifar10", "resnet50", {}, "the backbone (resnet50) is not the one the paper used for CIFAR-10"),
+        ("cifar100", "resnet18", {}, "the backbone (resnet18) is not the one the paper used for CIFAR-100"),
+        ("cifar10", "resnet18", {"data": "generated CIFAR-10-format class patterns (not CIFAR-10)"},
+         "the data are generated"),
+        ("cifar10", "resnet18", {"backbone-weights": "none"}, "random weights"),
+    ],
+)
+def test_table4_paper_column_hidden_with_the_reason(tmp_path, dataset, backbone, settings, reason):
+    files = write_report(make_table4_runs(tmp_path, dataset=dataset, backbone=backbone),
+                         out_dir=tmp_path / "report", title=TITLE, settings=settings)
+    text = files.table4_md.read_text()
+    assert "paper (" not in text
+    assert "The paper's Table 4 numbers are not shown: " in text and reason in text
+
+
+def _write_csv_without(runs: list[dict], path: Path, *, dropped: tuple[str, ...]) -> None:
+    columns = [column for column in RUNS_CSV_COLUMNS if column not in dropped]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(runs)
+
+
+def test_runs_csv_from_before_encodings_still_reads(digits_report, tmp_path):
+    runs, files = digits_report
+    old = tmp_path / "runs.csv"
+    _write_csv_without(runs, old, dropped=("encoding", "instahide_k", "instahide_k_private", "public_fraction"))
+    back = read_runs_csv(old)
+    assert {run["encoding"] for run in back if run["strategy"] == MIXUP} == {"singularized"}
+    assert {run["encoding"] for run in back if run["strategy"] != MIXUP} == {""}
+    assert all(run["public_fraction"] == 0.0 and run["instahide_k"] is None for run in back)
+    again = write_report(back, out_dir=tmp_path / "report", title=TITLE, settings=SETTINGS)
+    assert again.table5.read_text() == files.table5.read_text() and again.table4_md is None
+    # A column that was always there is still required.
+    _write_csv_without(runs, tmp_path / "broken.csv", dropped=("tau",))
+    with pytest.raises(ValueError, match="tau"):
+        read_runs_csv(tmp_path / "broken.csv")
+
+
+def test_committed_results_runs_csv_reads_as_singularized():
+    committed = REPO_ROOT / "simulations" / "results" / "digits-default" / "runs.csv"
+    if not committed.exists():
+        pytest.skip("no committed digits-default results")
+    runs = read_runs_csv(committed)
+    assert {run["encoding"] for run in runs if run["strategy"] == MIXUP} == {"singularized"}
+    assert not any(run["encoding"] == "instahide" for run in runs)

@@ -247,3 +247,134 @@ def test_tables_option_selects_blocks(tmp_path):
     assert {r.table for r in expand_runs(only)} == {"table6"}
     with pytest.raises(SweepError, match="no such block"):
         select_tables(spec, ["table7"])
+
+
+# ------------------------------------------------------------------ encodings (Table 4: InstaHide)
+
+ENCODINGS = """
+name = "enc"
+seeds = [0, 1]
+encodings = ["singularized", "instahide"]
+[settings]
+dataset = "digits"
+central-epochs = 3
+num-rounds = 2
+public-fraction = 0.2
+[[table]]
+name = "table4"
+layout = "table5"
+parties = [3]
+beta = [1.0, 0.1]
+[[table]]
+name = "plain"
+layout = "table5"
+parties = [4]
+beta = [1.0]
+strategies = ["one-shot-mixup"]
+encodings = ["singularized"]
+"""
+
+# Names (with run keys) of runs of simulations/sweeps/digits-default.toml as computed before
+# encodings existed; a run key that changed would recompute every finished result.
+DIGITS_DEFAULT_NAMES_BEFORE_ENCODINGS = {
+    "fedprox-P5-b1-seed0-ea272f37a4",
+    "one-shot-mixup-once-P5-b1-seed0-8d06686de6",
+    "one-shot-mixup-once-P10-b0.1-rho0.1-seed0-82921a078d",
+    "one-shot-mixup-per-epoch-P10-b0.1-seed0-18e1d13e5f",
+    "fedprox-P10-b0.1-rho1-seed1-8afee065fd",
+    "one-shot-mixup-per-epoch-P10-b0.1-seed1-ae3b475fb6",
+}
+
+
+def test_one_shot_runs_expand_over_encodings_and_fedprox_does_not(tmp_path):
+    runs = expand_runs(load_sweep(_sweep_file(tmp_path, ENCODINGS)))
+    table4 = [r for r in runs if r.table == "table4"]
+    # 2 seeds x 2 cells x (fedprox + one-shot in 2 encodings); the plain block only singularized.
+    assert len(table4) == 2 * 2 * 3
+    assert Counter((r.strategy, r.encoding) for r in table4) == {
+        ("fedprox", ""): 4, ("one-shot-mixup", "singularized"): 4, ("one-shot-mixup", "instahide"): 4}
+    assert {r.encoding for r in runs if r.table == "plain"} == {"singularized"}
+    instahide = [r for r in runs if r.encoding == "instahide"]
+    assert all(r.run_config["encoding"] == "instahide" for r in instahide)
+    assert all(r.name.startswith(f"one-shot-mixup-instahide-once-P3-b{r.beta:g}-seed{r.seed}-") for r in instahide)
+    # Only the non-default encoding enters the run config, so singularized keys stay as they were.
+    assert all("encoding" not in r.run_config for r in runs if r.encoding != "instahide")
+    assert all(r.run_config["public-fraction"] == 0.2 for r in runs)  # both encodings: same partitions
+    names = [r.name for r in unique_runs(runs)]
+    assert len(set(names)) == len(names)
+    # Each InstaHide run differs from its singularized twin in exactly the encoding key.
+    for run in instahide:
+        twin = next(r for r in runs if r.encoding == "singularized" and (r.table, r.beta, r.seed) ==
+                    (run.table, run.beta, run.seed))
+        assert {k: v for k, v in run.run_config.items() if k != "encoding"} == twin.run_config
+        assert run.key != twin.key
+
+
+def test_encoding_is_set_by_the_sweep_and_checked_by_the_app(tmp_path, capsys):
+    fixed = ENCODINGS.replace('public-fraction = 0.2\n', 'public-fraction = 0.2\nencoding = "instahide"\n')
+    with pytest.raises(SweepError, match="encoding are set by the sweep"):
+        load_sweep(_sweep_file(tmp_path, fixed))
+    with pytest.raises(SweepError, match="encodings"):
+        load_sweep(_sweep_file(tmp_path, ENCODINGS.replace('"instahide"]', '"instahyde"]')))
+    # InstaHide with k = 4 > k-private = 2 needs a public pool: the app's own parser refuses it up front.
+    no_pool = ENCODINGS.replace("public-fraction = 0.2\n", "")
+    code = main([str(_sweep_file(tmp_path, no_pool)), "--out", str(tmp_path / "out"), "--dry-run"])
+    assert code == 2 and "public-fraction" in capsys.readouterr().err
+
+
+def test_digits_default_run_keys_are_unchanged_by_encodings():
+    runs = expand_runs(load_sweep(DEFAULT_SWEEP))
+    assert {r.encoding for r in runs if r.strategy == "one-shot-mixup"} == {"singularized"}
+    assert all(r.encoding == "" for r in runs if r.strategy != "one-shot-mixup")
+    names = {r.name for r in runs}
+    assert DIGITS_DEFAULT_NAMES_BEFORE_ENCODINGS <= names
+    # The committed results were computed under these keys: every one of them must still be planned.
+    committed = ROOT / "simulations" / "results" / "digits-default" / "runs.csv"
+    if committed.exists():
+        assert {row["run_key"] for row in read_runs_csv(committed)} == {r.key for r in runs}
+
+
+def test_shipped_instahide_sweep_pairs_the_encodings_on_the_same_partitions(tmp_path):
+    spec = load_sweep(SWEEPS_DIR / "instahide-digits.toml")
+    runs = expand_runs(spec)
+    assert len(runs) == len(unique_runs(runs)) == 2 * 2 * 3  # seeds x beta x (fedprox + two encodings)
+    assert {r.table for r in runs} == {"table4"} and {r.parties for r in runs} == {5}
+    assert Counter(r.encoding for r in runs) == {"": 4, "singularized": 4, "instahide": 4}
+    assert {r.run_config["public-fraction"] for r in runs} == {0.2}
+    from simulations.sweep import validate_runs
+
+    validate_runs(runs, summaries_dir=tmp_path)  # the app accepts every run config
+
+
+def test_rows_carry_the_encoding_and_instahide_has_no_noise_columns(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path, ENCODINGS))
+    out = tmp_path / "out"
+    outcome = run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "journal"), progress=False)
+    assert not outcome.failed
+    rows = read_runs_csv(out / "runs.csv")
+    assert Counter(r["encoding"] for r in rows) == {"": 4, "singularized": 6, "instahide": 4}
+    for row in rows:
+        if row["encoding"] == "instahide":
+            assert row["noise_mode"] == "" and row["tau"] is None and row["snr_pc1_mean"] is None
+            assert (row["instahide_k"], row["instahide_k_private"]) == (4, 2)
+            assert row["exposures_per_sample"] == 3  # as a private component, not as a clean one
+            assert "-instahide-" in row["summary_path"]
+        elif row["encoding"] == "singularized":
+            assert row["noise_mode"] == "clamped" and row["tau"] == 1e-6 and row["snr_pc1_mean"] == 3.0
+            assert row["instahide_k"] is None and row["exposures_per_sample"] == 1
+        else:
+            assert row["strategy"] == "fedprox" and row["instahide_k"] is None
+        assert row["public_fraction"] == 0.2
+    # The report of the sweep compares the encodings in table4.md; Table 5 holds no InstaHide run.
+    report = main([str(tmp_path / "sweep.toml"), "--out", str(out), "--report-only"])
+    assert report == 0 and (out / "table4.md").exists() and (out / "table4.csv").exists()
+    assert "[table4.md](table4.md)" in (out / "report.md").read_text()
+
+
+def test_row_of_an_old_summary_without_encoding_is_singularized(tmp_path):
+    spec = load_sweep(_sweep_file(tmp_path))
+    run = next(r for r in expand_runs(spec) if r.release == "once")
+    summary = fake_summary(run, run.run_config)
+    del summary["config"]["encoding"], summary["config"]["public-fraction"], summary["privacy"]["encoding"]
+    row = row_from_summary(run, summary, summary_path=tmp_path / "s.json")
+    assert row["encoding"] == "singularized" and row["public_fraction"] == 0.0 and row["tau"] == 1e-6
