@@ -177,12 +177,7 @@ def make_release(
     val_release = singularized_mixup(party.val_x.to(device).float(), party.val_y, **common) if with_validation else None
     guard_against_raw_rows(cfg, party, release, val_release)
     metrics = {
-        "partition-id": party.partition_id,
-        "epoch": epoch,
-        "num-examples": int(release.x.shape[0]),
-        "num-val": int(val_release.x.shape[0]) if val_release is not None else 0,
-        "input-dim": int(train_x[0].numel()),
-        "num-classes": party.num_classes,
+        **_release_sizes(party, release, val_release, epoch=epoch),
         **calibration.figures,
         "radius": calibration.radius,
         "calibration-seconds": calibration.seconds,
@@ -193,6 +188,18 @@ def make_release(
         metrics["reid-rate"] = reidentification_rate(train_x, release)
         metrics.update(theorem1_report(train_x, release).as_metrics())
     return PartyRelease(train=release, val=val_release, metrics=metrics)
+
+
+def _release_sizes(party: PartyData, release, val_release, *, epoch: int) -> dict[str, int]:
+    """Who released what: the figures the server checks against the arrays (any encoding)."""
+    return {
+        "partition-id": party.partition_id,
+        "epoch": epoch,
+        "num-examples": int(release.x.shape[0]),
+        "num-val": int(val_release.x.shape[0]) if val_release is not None else 0,
+        "input-dim": int(release.x[0].numel()),
+        "num-classes": party.num_classes,
+    }
 
 
 def _instahide_release(
@@ -215,12 +222,7 @@ def _instahide_release(
     val_release = instahide_encode(party.val_x.to(device).float(), party.val_y, **common) if with_validation else None
     guard_against_raw_rows(cfg, party, release, val_release, absolute=True)
     metrics = {
-        "partition-id": party.partition_id,
-        "epoch": epoch,
-        "num-examples": int(release.x.shape[0]),
-        "num-val": int(val_release.x.shape[0]) if val_release is not None else 0,
-        "input-dim": int(train_x[0].numel()),
-        "num-classes": party.num_classes,
+        **_release_sizes(party, release, val_release, epoch=epoch),
         "instahide-k": k,
         "instahide-k-private": k_private,
         "public-pool-size": int(public.shape[0]) if public is not None else 0,
