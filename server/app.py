@@ -75,6 +75,10 @@ def _run_name(cfg: RunConfig, num_parties: int) -> str:
     return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
 
 
+def _mixing_randomness(cfg: RunConfig) -> str:
+    return "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}"
+
+
 def _privacy_summary(cfg: RunConfig, parties: list[dict], releases: Counter) -> dict:
     """What each party's releases exposed, aggregated over parties (mean / max / min / std)."""
     if cfg.encoding == "instahide":
@@ -97,7 +101,7 @@ def _privacy_summary(cfg: RunConfig, parties: list[dict], releases: Counter) -> 
         "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
         if cfg.uses_backbone else "input space",
         "image_radius": mean_max(m["image-radius"] for m in parties),
-        "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+        "mixing_randomness": _mixing_randomness(cfg),
         "tau": cfg.tau,
         "alpha": cfg.alpha,
         "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),
@@ -143,7 +147,7 @@ def _instahide_privacy_summary(cfg: RunConfig, parties: list[dict], releases: Co
             f"{per_release} encoded rows (once as the row's own sample, once per further private slot); "
             "this repeated component is what Carlini et al. (2021) cluster on",
         },
-        "mixing_randomness": "operating-system CSPRNG (os.urandom)" if cfg.secure_rng else f"seeded from seed = {cfg.seed}",
+        "mixing_randomness": _mixing_randomness(cfg),
         "reidentification_rate": mean_max(m["reid-rate"] for m in parties),
         "reidentification_note": "share of each party's released rows whose absolute values |x~| are nearest to "
         "|x| of one of the row's k_private private sources; chance is about k_private/n; measured by the party",

@@ -35,7 +35,6 @@ import csv
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -55,7 +54,7 @@ from attacks.instahide import (
 )
 from attacks.linear import LinearInversionAttack
 from attacks.lpips_metric import LpipsMetric, LpipsWeightsMissing
-from attacks.metrics import snr_db
+from attacks.metrics import snr_db, summarise
 from attacks.threat_model import grant_knowledge, observe
 from client.party import load_party, load_public_pool
 from client.release import make_release
@@ -106,11 +105,10 @@ def _data_range(bounds, sample_shape: tuple[int, ...]):
 
 
 def _spread(values) -> dict[str, float] | None:
+    """:func:`attacks.metrics.summarise` of the values that were computed (``None``: not
+    computed, e.g. LPIPS without a metric); ``None`` when there are none."""
     vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return None
-    return {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
-            "min": min(vals), "max": max(vals), "n": len(vals)}
+    return summarise(vals) if vals else None
 
 
 def _scores(reconstruction, originals, *, data_range, lpips) -> dict[str, float | None]:
@@ -418,11 +416,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("table4.md", "attacks.md"):
         if (out / name).exists():
             text = (out / name).read_text(encoding="utf-8")
-            index += ["", text.replace("\n# ", "\n## ").replace("# ", "## ", 1)]
+            index += ["", ("\n" + text).replace("\n# ", "\n## ").lstrip("\n")]
     if panels:
         index += ["", "![attack panels](attack_panels.png)"]
+    # The sweep just wrote its own report.md: keep it beside this index. With --skip-sweep,
+    # report.md is an earlier index and sweep_report.md must not be overwritten by it.
     sweep_report = out / "report.md"
-    if sweep_report.exists():
+    if not args.skip_sweep and sweep_report.exists():
         sweep_report.replace(out / "sweep_report.md")
     (out / "report.md").write_text("\n".join(index) + "\n", encoding="utf-8")
     for path in written + [out / "report.md"]:

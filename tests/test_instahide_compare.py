@@ -49,6 +49,9 @@ def test_cells_pair_the_two_encodings_of_the_same_partitions(tmp_path):
 
 def test_attacks_on_both_encodings_are_scored_against_the_same_parties(tmp_path):
     out = tmp_path / "out"
+    out.mkdir()
+    (out / "sweep_report.md").write_text("the sweep's report\n", encoding="utf-8")
+    (out / "report.md").write_text("an earlier index\n", encoding="utf-8")
     code = instahide_compare.main([str(_sweep(tmp_path)), "--skip-sweep", "--out", str(out), "--no-progress",
                                    "--linear-steps", "60", "--carlini-steps", "200"])
     assert code == 0
@@ -76,3 +79,5 @@ def test_attacks_on_both_encodings_are_scored_against_the_same_parties(tmp_path)
     assert json.loads((out / "attacks.json").read_text())["settings"]["seeds"] == [0]
     assert (out / "attack_panels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "attacks.md" in (out / "report.md").read_text(encoding="utf-8")
+    # --skip-sweep: the earlier index is replaced, the sweep's own report is left alone.
+    assert (out / "sweep_report.md").read_text(encoding="utf-8") == "the sweep's report\n"
