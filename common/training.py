@@ -12,20 +12,26 @@ import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
 
 __all__ = [
     "EpochRecord",
+    "LocalObjective",
     "TrainingResult",
     "cosine_lr",
     "evaluate",
+    "local_optimizer",
     "proximal_term",
     "soft_cross_entropy",
     "train_centralized",
     "train_local",
 ]
+
+LocalObjective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``objective(model, xb, yb) -> loss``: a client's batch loss in place of the soft cross-entropy."""
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -104,9 +110,9 @@ def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.
     return [b for b in order.split(batch_size) if b.numel() > 1]
 
 
-def _step(model, optimizer, xb, yb, extra_loss=None) -> float:
+def _step(model, optimizer, xb, yb, extra_loss=None, objective: LocalObjective | None = None) -> float:
     optimizer.zero_grad(set_to_none=True)
-    loss = soft_cross_entropy(model(xb), yb)
+    loss = soft_cross_entropy(model(xb), yb) if objective is None else objective(model, xb, yb)
     if extra_loss is not None:
         loss = loss + extra_loss()
     loss.backward()
@@ -204,16 +210,21 @@ def train_local(
     proximal_mu: float = 0.0,
     batch_size: int = 128,
     weight_decay: float = 1e-4,
+    objective: LocalObjective | None = None,
+    optimizer: Literal["adamw", "sgd"] = "adamw",
 ) -> float:
     """A client's local update for FedProx (``proximal_mu > 0``) or FedAvg (``0``).
 
-    Minimises ``CE + mu * proximal_term(w, w_global)`` with a fresh AdamW at a constant
-    ``lr`` (the round's value of the server-side cosine schedule), ``w_global`` being the
-    weights the model holds on entry. Returns the mean training loss.
+    Minimises ``L(w) + mu * proximal_term(w, w_global)`` at a constant ``lr`` (the round's
+    value of the server-side cosine schedule), ``w_global`` being the weights the model
+    holds on entry. ``L`` is the soft cross-entropy of a batch, or ``objective(model, xb, yb)``
+    (Fed-AugMix's consistency loss, say). ``optimizer`` is a fresh AdamW (the platform's
+    runs), or plain SGD ``w <- w - lr * grad`` (Algorithm 1 of Fed-AugMix; the gradient-leakage
+    audit). Returns the mean training loss.
     """
     device = next(model.parameters()).device
     global_params = [p.detach().clone() for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = local_optimizer(model, optimizer, lr=lr, weight_decay=weight_decay)
     extra = (lambda: proximal_mu * proximal_term(model, global_params)) if proximal_mu > 0 else None
     model.train()
     losses = []
@@ -221,5 +232,17 @@ def train_local(
         for idx in _batches(x.shape[0], batch_size, generator):
             xb = x[idx].to(device).float()
             yb = y[idx].to(device)
-            losses.append(_step(model, optimizer, xb, yb, extra))
+            losses.append(_step(model, opt, xb, yb, extra, objective))
     return sum(losses) / max(len(losses), 1)
+
+
+def local_optimizer(
+    model: nn.Module, kind: Literal["adamw", "sgd"], *, lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """A fresh local optimiser: AdamW (decoupled weight decay), or plain SGD with the weight
+    decay as an L2 term, ``weight_decay * w`` added to the gradient."""
+    if kind == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {kind!r}")
