@@ -7,7 +7,9 @@
   ``upload-dtype``) plus counts, calibration figures and the measured directional SNR.
   With ``release = "per-epoch"`` the server sends one query per central epoch, carrying
   ``epoch`` (fresh mixing randomness) and ``with-validation`` (true on the first only).
-* ``train``: a FedProx (or FedAvg, ``mu = 0``) local update with the squared proximal term.
+* ``train``: a FedProx (or FedAvg, ``mu = 0``) local update with the squared proximal term,
+  under the run's client-side defence (plain, Fed-AugMix or DP-Mix, :mod:`client.defences`);
+  DP-Mix parties also report their (epsilon, delta) so far.
 * ``evaluate``: the global model on the party's clean validation part, used by the server
   to select a round; the test set is only ever touched by the server.
 """
@@ -22,11 +24,12 @@ import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.defences import local_update
 from client.party import STREAM_TRAIN, PartyData, derive_seed, load_party
 from client.release import make_release, to_upload_dtype
 from common.config import RunConfig, parse_run_config
 from common.model import MixupClassifier
-from common.training import cosine_lr, evaluate as evaluate_model, train_local
+from common.training import cosine_lr, evaluate as evaluate_model
 from features.pipeline import resolve_device
 
 # Simulated parties share the machine's cores: one thread each avoids oversubscription.
@@ -101,7 +104,7 @@ def _array(tensor: torch.Tensor) -> Array:
 
 
 def _model(cfg: RunConfig, party: PartyData, msg: Message) -> MixupClassifier:
-    model = MixupClassifier(in_dim=int(party.train_x[0].numel()), num_classes=party.num_classes)
+    model = MixupClassifier(in_dim=int(party.train_x[0].numel()), num_classes=party.num_classes, norm=cfg.model_norm)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     return model.to(resolve_device(cfg.device))
 
@@ -116,23 +119,11 @@ def train(msg: Message, context: Context) -> Message:
     lr = cosine_lr(cfg.lr, server_round - 1, cfg.num_rounds)
     model = _model(cfg, party, msg)
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, STREAM_TRAIN, server_round))
-    loss = train_local(
-        model,
-        party.train_x,
-        party.train_y,
-        epochs=cfg.local_epochs,
-        lr=lr,
-        generator=generator,
-        proximal_mu=mu,
-        batch_size=cfg.batch_size,
-        weight_decay=cfg.weight_decay,
-    )
-    content = RecordDict(
-        {
-            "arrays": ArrayRecord(model.cpu().state_dict()),
-            "metrics": MetricRecord({"num-examples": int(party.train_x.shape[0]), "train-loss": loss}),
-        }
-    )
+    update = local_update(cfg, party, model, lr=lr, proximal_mu=mu, generator=generator, server_round=server_round)
+    metrics = {"num-examples": int(party.train_x.shape[0]), **update.metrics}
+    if update.train_loss is not None:  # DP-Mix keeps its unprivatised loss to itself
+        metrics["train-loss"] = update.train_loss
+    content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 

@@ -11,7 +11,7 @@ import torch
 
 from common.config import RunConfig
 from common.partition import dirichlet_partition, size_skew_partition
-from features.pipeline import input_bounds, resolve_device, split_inputs
+from features.pipeline import input_bounds, preprocessing_for, resolve_device, split_inputs
 from loaders import load_dataset
 
 
@@ -35,6 +35,7 @@ class PartyData:
     num_classes: int
     input_bounds: tuple | None
     train_images: torch.Tensor | None = None
+    image_shape: tuple[int, int, int] | None = None
 
 
 def derive_seed(*parts: int) -> int:
@@ -113,7 +114,22 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         num_classes=data.num_classes,
         input_bounds=input_bounds(cfg, data),
         train_images=data.train_x[train] if cfg.uses_backbone else None,
+        image_shape=raw_image_shape(cfg, data),
     )
+
+
+DIGITS_IMAGE_SHAPE = (1, 8, 8)
+
+
+def raw_image_shape(cfg: RunConfig, data) -> tuple[int, int, int] | None:
+    """``(C, H, W)`` of one raw model input, or ``None`` for backbone features."""
+    if cfg.uses_backbone:
+        return None
+    if data.kind != "image":
+        if data.input_dim != int(np.prod(DIGITS_IMAGE_SHAPE)):
+            raise ValueError(f"vector data set {data.name} has no known image shape")
+        return DIGITS_IMAGE_SHAPE
+    return tuple(preprocessing_for(cfg, data).output_shape(tuple(data.train_x.shape[1:])))
 
 
 @lru_cache(maxsize=4)

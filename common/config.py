@@ -126,6 +126,38 @@ class RunConfig(BaseModel):
     local_epochs: int = Field(1, ge=1, description="local epochs per round")
     proximal_mu: float = Field(1e-3, ge=0, description="FedProx proximal coefficient mu")
 
+    # Client-side defences of the iterative strategies (Fed-AugMix, DP-Mix).
+    defence: Literal["none", "fed-augmix", "dp-mix-self", "dp-mix-diff"] = Field(
+        "none", description="FedProx/FedAvg only: the parties' local update is plain, Fed-AugMix (AugMix + "
+        "Jensen-Shannon consistency loss), or DP-SGD on DP-Mix views (self-mixups; 'diff' adds diffusion samples "
+        "from a local model)"
+    )
+    augmix_severity: float = Field(3.0, ge=0.1, le=10, description="Fed-AugMix: augmentation severity s (eq. 2)")
+    augmix_width: int = Field(3, ge=1, description="Fed-AugMix: augmentation chains per image (n)")
+    augmix_depth: int = Field(3, ge=1, description="Fed-AugMix: longest chain (lengths 1..depth)")
+    augmix_alpha: float = Field(1.0, gt=0, description="Fed-AugMix: Dirichlet chain weights and Beta skip weight")
+    js_weight: float = Field(50.0, ge=0, description="Fed-AugMix: JS consistency weight lambda")
+    js_large_weight: float = Field(
+        5e3, ge=0, description="Fed-AugMix loss scaling (sec. IV-E): lambda while L_c > js-scale * D_JS"
+    )
+    js_scale: float = Field(5e4, gt=0, description="Fed-AugMix loss scaling: the condition's Scale")
+    loss_scaling: bool = Field(True, description="Fed-AugMix: use the loss-scaling schedule (else constant js-weight)")
+    dp_noise_multiplier: float = Field(
+        1.0, ge=0, description="DP-Mix: DP-SGD noise multiplier sigma (noise std = sigma * dp-max-grad-norm)"
+    )
+    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-Mix: per-sample gradient clip C")
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="DP-Mix: delta of the reported (epsilon, delta)")
+    dpmix_augmentations: int = Field(4, ge=1, description="DP-Mix: self-augmentations K per sample")
+    dpmix_mixups: int = Field(4, ge=0, description="DP-Mix: mixups M of those (or with diffusion samples)")
+    dpmix_alpha: float = Field(1.0, gt=0, description="DP-Mix: Beta(alpha, alpha) of the mixup weight")
+    dpmix_max_shift: int = Field(1, ge=0, description="DP-Mix: largest random translation of a self-augmentation, px")
+    dpmix_flip: bool = Field(False, description="DP-Mix: random horizontal flips (off for digits)")
+    diffusion_model_path: str = Field(
+        "", description="DP-Mix_diff: absolute folder of a local text-to-image diffusion model (diffusers "
+        "layout); nothing is downloaded"
+    )
+    diffusion_samples_per_class: int = Field(8, ge=1, description="DP-Mix_diff: generated samples per class")
+
     # Optimisation (appendix E).
     batch_size: int = Field(128, ge=2)
     lr: float = Field(1e-3, gt=0)
@@ -164,6 +196,14 @@ class RunConfig(BaseModel):
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: str) -> str:
+        expanded = os.path.expanduser(value)
+        if value and not os.path.isabs(expanded):
+            raise ValueError("must be an absolute path (the apps do not run in the project folder)")
+        return expanded
+
+    @field_validator("diffusion_model_path")
+    @classmethod
+    def _absolute_model_path(cls, value: str) -> str:
         expanded = os.path.expanduser(value)
         if value and not os.path.isabs(expanded):
             raise ValueError("must be an absolute path (the apps do not run in the project folder)")
@@ -208,6 +248,18 @@ class RunConfig(BaseModel):
                 f"{self.instahide_k - self.instahide_k_private} public images into every row; hold out a public pool "
                 "(e.g. public-fraction = 0.2), or set instahide-k = instahide-k-private"
             )
+        if self.defence != "none" and self.strategy == "one-shot-mixup":
+            raise ValueError("defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at 'none'")
+        if self.defence != "none" and self.uses_backbone:
+            raise ValueError(
+                f"defence: {self.defence} augments raw images; with a frozen backbone the parties train on "
+                "features, so use backbone = 'none'"
+            )
+        if self.defence == "dp-mix-diff" and not self.diffusion_model_path:
+            raise ValueError(
+                "diffusion-model-path: DP-Mix_diff mixes with samples of a text-to-image diffusion model, which is "
+                "only read from a local folder (nothing is downloaded); set its absolute path, or use dp-mix-self"
+            )
         if self.dataset == "digits" and self.backbone != "none":
             raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
         if self.dataset != "digits" and not self.data_dir and not self.download:
@@ -224,6 +276,15 @@ class RunConfig(BaseModel):
     @property
     def uses_backbone(self) -> bool:
         return self.backbone != "none"
+
+    @property
+    def uses_dp_mix(self) -> bool:
+        return self.defence in ("dp-mix-self", "dp-mix-diff")
+
+    @property
+    def model_norm(self) -> Literal["batch", "layer"]:
+        """The classifier's normalisation: DP-SGD needs per-sample gradients, so LayerNorm."""
+        return "layer" if self.uses_dp_mix else "batch"
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -154,6 +154,54 @@ def _instahide_privacy_summary(cfg: RunConfig, parties: list[dict], releases: Co
         "upload_dtype": cfg.upload_dtype,
     }
 
+WEIGHTS_SUFFIX = ".weights.pt"
+
+
+def _defence_summary(cfg: RunConfig, history: list[dict]) -> dict:
+    """What the parties' client-side defence was and, for DP-Mix, the privacy it bought."""
+    if cfg.defence == "none":
+        return {"defence": "none", "model_norm": cfg.model_norm}
+    if cfg.defence == "fed-augmix":
+        shares = [r["js_large_weight_share"] for r in history if "js_large_weight_share" in r]
+        return {
+            "defence": "fed-augmix",
+            "model_norm": cfg.model_norm,
+            "augmix": {"severity": cfg.augmix_severity, "width": cfg.augmix_width, "depth": cfg.augmix_depth,
+                       "alpha": cfg.augmix_alpha},
+            "js_weight": cfg.js_weight,
+            "loss_scaling": (
+                {"large_weight": cfg.js_large_weight, "scale": cfg.js_scale,
+                 "rule": "lambda = js-large-weight while L_c > js-scale * D_JS, else js-weight"}
+                if cfg.loss_scaling else None
+            ),
+            "large_weight_share_per_round": shares,
+            "formal_guarantee": "none: augmentation noise is not a differential-privacy mechanism",
+        }
+    last = next((r for r in reversed(history) if "dp_epsilon_max" in r), {})
+    return {
+        "defence": cfg.defence,
+        "model_norm": cfg.model_norm,
+        "dp_sgd": {
+            "noise_multiplier": cfg.dp_noise_multiplier,
+            "max_grad_norm": cfg.dp_max_grad_norm,
+            "expected_batch_size": cfg.batch_size,
+            "sampling": "Poisson, rate batch-size / party size",
+            "per_sample_gradient": f"mean over {cfg.dpmix_augmentations} self-augmentations and "
+            f"{cfg.dpmix_mixups} mixups of the sample alone" + (
+                " or with diffusion samples" if cfg.defence == "dp-mix-diff" else ""),
+            "noise_source": "operating-system CSPRNG (Opacus secure mode)" if cfg.secure_rng
+            else f"seeded from seed = {cfg.seed} (simulation only: the guarantee assumes true randomness)",
+        },
+        "epsilon_max": last.get("dp_epsilon_max"),
+        "epsilon_min": last.get("dp_epsilon_min"),
+        "delta": cfg.dp_delta,
+        "accountant": "RDP (Opacus), all rounds counted, record level per party",
+        "outside_the_guarantee": "each party's size (num-examples) and the clean validation loss/accuracy it "
+        "reports for model selection; the unprivatised training loss is not sent",
+        "diffusion_model_path": cfg.diffusion_model_path or None,
+    }
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
@@ -261,10 +309,12 @@ def main(grid: Grid, context: Context) -> None:
         outcome = run_federated(
             metered, cfg, node_ids, test_x=test_x, test_y=test_y, num_classes=data.num_classes, device=device
         )
+        states = {"initial": outcome.pop("initial_state"), "selected": outcome.pop("selected_state")}
         summary.update(
             rounds=cfg.num_rounds,
             result={**{k: v for k, v in outcome.items() if k != "history"},
                     "selected_by": "round with the lowest size-weighted validation loss of the parties"},
+            defence=_defence_summary(cfg, outcome["history"]),
             history=outcome["history"],
         )
     summary["communication"] = {
@@ -278,6 +328,12 @@ def main(grid: Grid, context: Context) -> None:
     }
     summary["wall_seconds"] = time.perf_counter() - started
     path = write_json_atomic(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json", summary)
+    if cfg.strategy != "one-shot-mixup":
+        # The round-1 and the selected global model, for the gradient-leakage audit
+        # (simulations.gradient_audit); model weights, so never committed (.gitignore).
+        weights = path.with_name(path.stem + WEIGHTS_SUFFIX)
+        torch.save({**states, "selected_round": summary["result"]["selected_round"], "norm": cfg.model_norm}, weights)
+        log.info("global models written to %s", weights)
     for line in table_lines(summary):
         log.info(line)
     log.info("summary written to %s", path)

@@ -6,8 +6,9 @@ import logging
 import time
 
 import torch
-from flwr.app import ArrayRecord, MetricRecord
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from common.config import RunConfig
 from common.model import MixupClassifier
@@ -33,10 +34,18 @@ def run_federated(
     averages the models weighted by local training-set size, all parties evaluate the new
     global model on their validation part (clean), and the server evaluates it on the test
     set. The reported model is the round with the lowest size-weighted validation loss.
+
+    The returned dict also holds ``initial_state`` and ``selected_state`` (the global model
+    sent in round 1 and the selected round's), which the caller saves beside the summary for
+    the gradient-leakage audit. Per-party figures that must not be averaged are kept as
+    extremes: a DP-Mix party's ``dp-epsilon`` becomes ``dp_epsilon_max`` / ``dp_epsilon_min``.
     """
     torch.manual_seed(cfg.seed)
-    model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=num_classes)
+    in_dim = int(test_x[0].numel())
+    model = MixupClassifier(in_dim=in_dim, num_classes=num_classes, norm=cfg.model_norm)
+    initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     num = len(node_ids)
+    selection: dict = {}
     common = dict(
         fraction_train=1.0,
         fraction_evaluate=1.0,
@@ -44,15 +53,22 @@ def run_federated(
         min_evaluate_nodes=num,
         min_available_nodes=num,
         weighted_by_key="num-examples",
+        train_metrics_aggr_fn=_train_metrics,
+        evaluate_metrics_aggr_fn=lambda replies, key: _remember_val_loss(replies, key, selection),
     )
     if cfg.strategy == "fedprox":
         strategy = FedProx(proximal_mu=cfg.proximal_mu, **common)
     else:
         strategy = FedAvg(**common)
-    eval_model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=num_classes).to(device)
+    eval_model = MixupClassifier(in_dim=in_dim, num_classes=num_classes, norm=cfg.model_norm).to(device)
 
     def central_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        eval_model.load_state_dict(arrays.to_torch_state_dict())
+        state = arrays.to_torch_state_dict()
+        # Flower aggregates the parties' validation metrics just before this call.
+        val_loss = selection.pop("latest", None)
+        if val_loss is not None and val_loss < selection.get("best", float("inf")):
+            selection.update(best=val_loss, round=server_round, state={k: v.clone() for k, v in state.items()})
+        eval_model.load_state_dict(state)
         loss, acc = evaluate(eval_model, test_x, test_y)
         return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
@@ -86,4 +102,30 @@ def run_federated(
         "train_seconds": seconds,
         "seconds_per_round": seconds / cfg.num_rounds,
         "history": rounds,
+        "initial_state": initial_state,
+        "selected_state": selection.get("state") if selection.get("round") == best["round"] else None,
     }
+
+
+def _train_metrics(replies: list[RecordDict], weighted_by_key: str) -> MetricRecord:
+    """Flower's size-weighted mean, except DP epsilons: a privacy guarantee is per party, so
+    the worst (largest) and best are kept instead of an average."""
+    epsilons = [
+        float(record["dp-epsilon"])
+        for reply in replies
+        for record in reply.metric_records.values()
+        if "dp-epsilon" in record
+    ]
+    aggregated = aggregate_metricrecords(replies, weighted_by_key)
+    if epsilons:
+        del aggregated["dp-epsilon"]
+        aggregated["dp-epsilon-max"] = max(epsilons)
+        aggregated["dp-epsilon-min"] = min(epsilons)
+    return aggregated
+
+
+def _remember_val_loss(replies: list[RecordDict], weighted_by_key: str, selection: dict) -> MetricRecord:
+    aggregated = aggregate_metricrecords(replies, weighted_by_key)
+    if "val-loss" in aggregated:
+        selection["latest"] = float(aggregated["val-loss"])
+    return aggregated

@@ -102,5 +102,15 @@ def table_lines(summary: dict) -> list[str]:
             f"sources (max party {100 * privacy['reidentification_rate']['max']:.1f} %); Theorem 1 bound on the "
             f"weakest sample's MSE / mean energy: {_fmt_float(privacy['theorem1_relative_min']['min'])}",
         ))
+    defence = summary.get("defence") or {}
+    if defence.get("defence") == "fed-augmix":
+        rows.insert(3, ("defence", f"Fed-AugMix, severity {defence['augmix']['severity']:g}, lambda "
+                        f"{defence['js_weight']:g}" + (", loss scaling" if defence.get("loss_scaling") else "")
+                        + "; no formal guarantee"))
+    elif defence.get("defence", "none") != "none":
+        eps = defence.get("epsilon_max")
+        rows.insert(3, ("defence", f"{defence['defence']}: DP-SGD sigma = {defence['dp_sgd']['noise_multiplier']:g}, "
+                        f"C = {defence['dp_sgd']['max_grad_norm']:g}; epsilon <= "
+                        f"{'n/a' if eps is None else f'{eps:.2f}'} at delta = {defence['delta']:g} (worst party)"))
     width = max(len(k) for k, _ in rows)
     return [f"{k.ljust(width)} | {v}" for k, v in rows]
