@@ -68,7 +68,7 @@ from simulations.paper_tables import (  # noqa: E402
 )
 
 RUNS_CSV_COLUMNS: tuple[str, ...] = (
-    "run_key", "table", "layout", "strategy", "release", "encoding", "parties", "beta", "rho", "seed",
+    "run_key", "table", "layout", "strategy", "release", "encoding", "defence", "parties", "beta", "rho", "seed",
     "dataset", "backbone", "noise_mode", "tau", "instahide_k", "instahide_k_private", "public_fraction",
     "test_accuracy", "selected_at",
     "last_test_accuracy", "selected_by", "rounds", "releases_per_party", "exposures_per_sample",
@@ -76,14 +76,16 @@ RUNS_CSV_COLUMNS: tuple[str, ...] = (
     "wall_seconds", "snr_pc1_mean", "summary_path",
 )
 """Columns of the sweep runner's ``runs.csv``, in file order. ``encoding`` is "singularized" or
-"instahide" for the one-shot strategy and empty for the iterative ones; ``instahide_k`` and
-``instahide_k_private`` are empty except for InstaHide runs."""
+"instahide" for the one-shot strategy and empty for the iterative ones; ``defence`` is the
+iterative strategies' client-side defence ("none", "fed-augmix", "dp-mix-self", "dp-mix-diff"),
+empty for the one-shot strategy; ``instahide_k`` and ``instahide_k_private`` are empty except for
+InstaHide runs."""
 
 # Columns added after runs.csv files were first written, with the value such a file means:
 # before encodings existed every one-shot run was singularized mixup (coerce_run fills the
 # encoding per row) and no public pool was held out.
 _COLUMNS_ADDED_LATER: dict[str, object] = {
-    "encoding": "", "instahide_k": None, "instahide_k_private": None, "public_fraction": 0.0,
+    "encoding": "", "instahide_k": None, "instahide_k_private": None, "public_fraction": 0.0, "defence": "",
 }
 
 _INT_COLUMNS = frozenset({
@@ -216,8 +218,11 @@ def coerce_run(run: Mapping[str, object]) -> dict[str, object]:
             typed[column] = "" if value is None else str(value)
     if typed["strategy"] != MIXUP:
         typed["encoding"] = ""
-    elif not typed["encoding"]:
-        typed["encoding"] = SINGULARIZED
+        typed["defence"] = typed["defence"] or "none"  # runs from before defences existed were plain
+    else:
+        typed["defence"] = ""
+        if not typed["encoding"]:
+            typed["encoding"] = SINGULARIZED
     return typed
 
 
@@ -310,6 +315,11 @@ def _method(run: Mapping[str, object]) -> str:
 
 def _is_instahide(run: Mapping[str, object]) -> bool:
     return run["encoding"] == INSTAHIDE
+
+
+def _is_defended(run: Mapping[str, object]) -> bool:
+    """An iterative run whose parties used a client-side defence (Fed-AugMix, DP-Mix)."""
+    return run.get("defence", "") not in ("", "none")
 
 
 def _paper_order(cell: tuple[int, float, float]) -> tuple[int, float, float]:
@@ -1401,7 +1411,11 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
     if not runs:
         raise ValueError("no runs to report on")
     typed = [coerce_run(run) for run in runs]
-    # The paper tables, release modes and plots compare singularized mixup with FL only.
+    # The paper tables, release modes and plots compare singularized mixup with plain FL only;
+    # the defences have their own comparison (simulations.defence_compare).
+    typed = [run for run in typed if not _is_defended(run)]
+    if not typed:
+        raise ValueError("every run used a client-side defence: see simulations.defence_compare for their report")
     without_instahide = [run for run in typed if not _is_instahide(run)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -82,15 +82,20 @@ DEFAULT_SWEEP = SWEEPS_DIR / "digits-default.toml"
 Strategy = Literal["fedprox", "fedavg", "one-shot-mixup"]
 Release = Literal["once", "per-epoch"]
 Encoding = Literal["singularized", "instahide"]
+Defence = Literal["none", "fed-augmix", "dp-mix-self", "dp-mix-diff"]
 
 DEFAULT_ENCODING = "singularized"
 """The one-shot encoding a run config means when it names none (Algorithm 1). Run configs of
 singularized runs leave the key out, so their run keys, and with them the names of results
 computed before encodings existed, stay what they were."""
 
+DEFAULT_DEFENCE = "none"
+"""The iterative strategies' client-side defence when a run config names none (plain local
+training); like the encoding, only another defence is written into a run config."""
+
 # Keys the sweep sets itself per run; a sweep file or --set may not fix them.
-SWEEP_KEYS = ("strategy", "seed", "beta", "rho", "partitioner", "poor-party", "release", "encoding", "output-dir",
-              "run-name")
+SWEEP_KEYS = ("strategy", "seed", "beta", "rho", "partitioner", "poor-party", "release", "encoding", "defence",
+              "output-dir", "run-name")
 
 class SweepError(ValueError):
     """A sweep that cannot run as specified; the message says what to change."""
@@ -114,6 +119,7 @@ class TableSpec(BaseModel):
     strategies: list[Strategy] | None = None
     releases: list[Release] | None = None
     encodings: list[Encoding] | None = None
+    defences: list[Defence] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("parties")
@@ -137,7 +143,8 @@ class TableSpec(BaseModel):
 class SweepSpec(BaseModel):
     """A sweep file: the grid, the strategies, the release modes, the one-shot encodings, the seeds
     and the settings. ``encodings`` (sweep-wide, or per block like ``releases``) applies to the
-    one-shot strategy only; the iterative strategies have no encoding."""
+    one-shot strategy only; the iterative strategies have no encoding. ``defences`` (likewise)
+    applies to the iterative strategies only: each FedProx/FedAvg cell runs once per defence."""
 
     model_config = ConfigDict(extra="forbid", alias_generator=_kebab, populate_by_name=True, frozen=True)
 
@@ -147,6 +154,7 @@ class SweepSpec(BaseModel):
     strategies: list[Strategy] = Field(default_factory=lambda: ["fedprox", "one-shot-mixup"])
     releases: list[Release] = Field(default_factory=lambda: ["once"])
     encodings: list[Encoding] = Field(default_factory=lambda: [DEFAULT_ENCODING])
+    defences: list[Defence] = Field(default_factory=lambda: [DEFAULT_DEFENCE])
     settings: dict[str, Any] = Field(default_factory=dict)
     table: list[TableSpec] = Field(min_length=1)
 
@@ -214,6 +222,7 @@ class SweepRun:
     run_config: dict[str, Any] = field(hash=False, compare=False)
     key: str = ""
     name: str = ""
+    defence: str = ""  # the iterative strategies' client-side defence ("none", ...), "" for one-shot
 
 
 def run_key(run_config: Mapping[str, Any], parties: int) -> str:
@@ -250,15 +259,17 @@ def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) 
             strategies = table.strategies or spec.strategies
             releases = table.releases or spec.releases
             encodings = table.encodings or spec.encodings
+            defences = table.defences or spec.defences
             rhos = table.rho if table.layout == "table6" else [1.0]
             for parties in table.parties:
                 for beta in table.beta:
                     for rho in rhos:
                         for strategy in strategies:
-                            # (release, encoding) pairs; the iterative strategies have neither.
-                            variants = ([(r, e) for r in releases for e in encodings]
-                                        if strategy == "one-shot-mixup" else [("", "")])
-                            for release, encoding in variants:
+                            # (release, encoding, defence): the one-shot strategy has releases and
+                            # encodings, the iterative strategies have defences.
+                            variants = ([(r, e, "") for r in releases for e in encodings]
+                                        if strategy == "one-shot-mixup" else [("", "", d) for d in defences])
+                            for release, encoding, defence in variants:
                                 config: dict[str, Any] = {**spec.settings, **table.settings, **overrides}
                                 config.update(strategy=strategy, seed=seed, beta=float(beta))
                                 if table.layout == "table6":
@@ -270,16 +281,19 @@ def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) 
                                     config["release"] = release
                                 if encoding and encoding != DEFAULT_ENCODING:
                                     config["encoding"] = encoding
+                                if defence and defence != DEFAULT_DEFENCE:
+                                    config["defence"] = defence
                                 config = dict(sorted(config.items()))
                                 key = run_key(config, parties)
                                 label = strategy + (f"-{encoding}" if encoding and encoding != DEFAULT_ENCODING
-                                                    else "") + (f"-{release}" if release else "")
+                                                    else "") + (f"-{defence}" if defence and defence != DEFAULT_DEFENCE
+                                                                else "") + (f"-{release}" if release else "")
                                 rho_part = f"-rho{rho:g}" if table.layout == "table6" else ""
                                 name = f"{label}-P{parties}-b{beta:g}{rho_part}-seed{seed}-{key}"
                                 runs.append(SweepRun(
                                     table=table.name, layout=table.layout, strategy=strategy, release=release,
                                     encoding=encoding, parties=parties, beta=float(beta), rho=float(rho), seed=seed,
-                                    run_config=config, key=key, name=name,
+                                    run_config=config, key=key, name=name, defence=defence,
                                 ))
     return runs
 
@@ -365,6 +379,7 @@ def row_from_summary(run: SweepRun, summary: Mapping[str, Any], *, summary_path:
         "strategy": run.strategy,
         "release": run.release,
         "encoding": encoding,
+        "defence": "" if one_shot else str(config.get("defence", DEFAULT_DEFENCE)),
         "parties": summary["num_parties"],
         "beta": run.beta,
         "rho": run.rho,

@@ -92,8 +92,8 @@ def _make_run(*, block: str, layout: str, parties: int, beta: float, rho: float,
     downloaded = parties * FL_ROUNDS * MODEL_BYTES if is_fl else 0
     return {
         "run_key": run_key, "table": block, "layout": layout, "strategy": strategy, "release": release,
-        "encoding": encoding, "parties": parties, "beta": beta, "rho": rho, "seed": seed, "dataset": dataset,
-        "backbone": backbone, "noise_mode": "" if is_fl or instahide else "clamped",
+        "encoding": encoding, "defence": "none" if is_fl else "", "parties": parties, "beta": beta, "rho": rho,
+        "seed": seed, "dataset": dataset, "backbone": backbone, "noise_mode": "" if is_fl or instahide else "clamped",
         "tau": None if is_fl or instahide else 1e-6,
         "instahide_k": 4 if instahide else None, "instahide_k_private": 2 if instahide else None,
         "public_fraction": public_fraction,
