@@ -153,6 +153,47 @@ def test_fedprox_runs_end_to_end(flower, tmp_path):
     assert 0.1 < summary["result"]["test_accuracy"] <= 1.0
 
 
+def test_client_side_defences_run_end_to_end_and_leave_auditable_models(flower, tmp_path):
+    """Fed-AugMix and DP-Mix_self through `flwr run` on the same partitions as plain FedProx:
+    the summary names the defence, DP parties report the epsilon the accountant gives for the
+    steps they took, and the saved global models feed the gradient-leakage audit."""
+    import torch
+
+    from client.defences import dp_mix_epsilon
+    from client.party import load_party
+    from common.config import parse_run_config
+    from simulations.gradient_audit import AuditProtocol, audit_party, load_global_models
+
+    summaries = {}
+    for defence in ("fed-augmix", "dp-mix-self"):
+        code, log, path = _run(flower, tmp_path, defence, strategy="fedprox", defence=defence)
+        assert code == 0, log[-3000:]
+        summaries[defence] = json.loads(path.read_text())
+    augmix = summaries["fed-augmix"]["defence"]
+    assert augmix["defence"] == "fed-augmix" and augmix["model_norm"] == "batch"
+    assert augmix["loss_scaling"]["large_weight"] == 5000.0
+    assert len(augmix["large_weight_share_per_round"]) == TINY["num-rounds"]
+    assert all(0.0 <= s <= 1.0 for s in augmix["large_weight_share_per_round"])
+    dp = summaries["dp-mix-self"]
+    assert dp["defence"]["model_norm"] == "layer"
+    cfg = parse_run_config(dp["config"])
+    sizes = [load_party(cfg, pid, PARTIES).train_x.shape[0] for pid in range(PARTIES)]
+    expected = [dp_mix_epsilon(cfg, n, rounds=TINY["num-rounds"]) for n in sizes]
+    assert dp["defence"]["epsilon_max"] == pytest.approx(max(expected))
+    assert dp["defence"]["epsilon_min"] == pytest.approx(min(expected))
+    assert 0 < dp["defence"]["epsilon_max"] < float("inf")
+    # The global models the audit needs: the round-1 model and the selected round's.
+    path = Path(tmp_path / "runs" / "dp-mix-self.weights.pt")
+    models = load_global_models(path)
+    assert models["selected_round"] == dp["result"]["selected_round"] and models["norm"] == "layer"
+    assert set(models["initial"]) == set(models["selected"])
+    assert not torch.equal(models["initial"]["net.1.weight"], models["selected"]["net.1.weight"])
+    record, images = audit_party(cfg, party_id=0, num_parties=PARTIES, global_state=models["selected"],
+                                 protocol=AuditProtocol(iterations=20))
+    assert images["original"].shape == images["reconstruction"].shape == (4, 1, 8, 8)
+    assert len(set(record["labels"])) == 4 and record["update_metrics"]["dp-steps"] == 5
+
+
 def test_bad_run_config_value_names_the_key(flower, tmp_path):
     code, log, path = _run(flower, tmp_path, "bad", strategy="one-shot-mixup", beta=-1.0)
     assert not path.exists()
