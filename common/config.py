@@ -193,17 +193,9 @@ class RunConfig(BaseModel):
             )
         return expanded
 
-    @field_validator("data_dir")
+    @field_validator("data_dir", "diffusion_model_path")
     @classmethod
     def _absolute_data_dir(cls, value: str) -> str:
-        expanded = os.path.expanduser(value)
-        if value and not os.path.isabs(expanded):
-            raise ValueError("must be an absolute path (the apps do not run in the project folder)")
-        return expanded
-
-    @field_validator("diffusion_model_path")
-    @classmethod
-    def _absolute_model_path(cls, value: str) -> str:
         expanded = os.path.expanduser(value)
         if value and not os.path.isabs(expanded):
             raise ValueError("must be an absolute path (the apps do not run in the project folder)")
