@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from simulations.paper_tables import (
+from simulations.report.paper_numbers import (
     PAPER_PRINTED_DELTA5,
     PAPER_PRINTED_DELTA6,
     PAPER_TABLE5,
@@ -358,6 +358,10 @@ def test_only_present_layouts_are_written_and_one_seed_is_marked(tmp_path):
     rows = _table_rows(files.table6.read_text())
     assert rows[0][3] == "82.00 ± 0.00 (1 seed)"
     assert "none recorded" in files.table6.read_text()
+    # One seed measures no spread: the CSV leaves the std empty rather than claiming 0.
+    with files.one_shot_vs_iterative_csv.open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert csv_rows and all(row["test_accuracy_std"] == "" and row["wall_seconds_std"] == "" for row in csv_rows)
 
 
 def test_fedavg_is_labelled_as_such(tmp_path):
@@ -603,6 +607,81 @@ def test_committed_results_runs_csv_reads_as_singularized():
     committed = REPO_ROOT / "simulations" / "results" / "digits-default" / "runs.csv"
     if not committed.exists():
         pytest.skip("no committed digits-default results")
+    with committed.open(newline="") as handle:
+        header = next(csv.reader(handle))
+    # The file predates the encoding and defence columns; reading such a file is what is tested.
+    assert "encoding" not in header and "defence" not in header
     runs = read_runs_csv(committed)
     assert {run["encoding"] for run in runs if run["strategy"] == MIXUP} == {"singularized"}
-    assert not any(run["encoding"] == "instahide" for run in runs)
+    assert {run["defence"] for run in runs if run["strategy"] != MIXUP} == {"none"}
+    assert {run["defence"] for run in runs if run["strategy"] == MIXUP} == {""}
+
+
+# --------------------------------------------------------------------------- defences and other encodings
+
+
+def _defended_copies(runs: list[dict], *, defence: str, accuracy: float) -> list[dict]:
+    return [{**run, "run_key": f"{run['run_key']}-{defence}", "defence": defence, "test_accuracy": accuracy}
+            for run in runs if run["strategy"] == "fedprox"]
+
+
+def test_defended_runs_are_left_out_and_all_defended_is_refused(tmp_path):
+    plain = make_runs(tmp_path, blocks=("table5",))
+    reference = write_report(plain, out_dir=tmp_path / "plain", title=TITLE, settings=SETTINGS)
+    defended = _defended_copies(plain, defence="fed-augmix", accuracy=11.0)
+    files = write_report(plain + defended, out_dir=tmp_path / "mixed", title=TITLE, settings=SETTINGS)
+    for name in ("table5.md", "one_shot_vs_iterative.md", "one_shot_vs_iterative.csv", "report.md"):
+        assert (tmp_path / "mixed" / name).read_text() == (tmp_path / "plain" / name).read_text(), name
+    assert "11.00" not in files.one_shot_vs_iterative_md.read_text()
+    assert reference.written() == tuple(tmp_path / "plain" / path.name for path in files.written())
+    with pytest.raises(ValueError, match="client-side defence"):
+        write_report(defended, out_dir=tmp_path / "none", title=TITLE, settings=SETTINGS)
+
+
+@pytest.fixture()
+def second_comparator(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A comparator encoding registered for one test only (no k, no sign mask, no noise)."""
+    from common.encodings import ENCODINGS, Encoding
+
+    class TestHide(Encoding):
+        name = "test-comparator"
+        label = "TestHide"
+
+        def encode(self, *args, **kwargs):  # noqa: ANN002, ANN003 - never called by the report
+            raise NotImplementedError
+
+        def privacy_summary(self, *args, **kwargs):  # noqa: ANN002, ANN003
+            raise NotImplementedError
+
+    monkeypatch.setitem(ENCODINGS._classes, TestHide.name, TestHide)
+    return TestHide.name
+
+
+def test_each_comparator_encoding_gets_its_own_table4_page(tmp_path, second_comparator):
+    runs = make_table4_runs(tmp_path, dataset="cifar10", backbone="resnet18")
+    only_instahide = write_report(runs, out_dir=tmp_path / "one", title=TITLE, settings={})
+    other = [{**run, "run_key": run["run_key"] + "-other", "encoding": second_comparator, "instahide_k": None,
+              "instahide_k_private": None, "test_accuracy": run["test_accuracy"] - 10.0}
+             for run in runs if run["encoding"] == "instahide"]
+    files = write_report(runs + other, out_dir=tmp_path / "two", title=TITLE, settings={})
+    text = files.table4_md.read_text()
+    # The InstaHide page is unchanged; the new comparator's page follows it.
+    assert text.startswith(only_instahide.table4_md.read_text() + "\n# ")
+    page = text[len(only_instahide.table4_md.read_text()) + 1:]
+    assert page.startswith(f"# {TITLE}: Table 4 layout: TestHide vs singularized mixup on the same partitions")
+    assert "- TestHide: no noise" in page and "random sign mask" not in page
+    rows = _table4_rows(page)
+    assert rows["TestHide"] == [_mean_std_text([82.0, 84.0]), _mean_std_text([78.0, 79.0])]
+    assert rows["Δ"] == ["+10.50", "+7.00"]
+    # The paper measured InstaHide only: its numbers and claim stay off this page.
+    assert "The paper's Table 4 numbers are not shown: the paper's Table 4 compares with InstaHide, not TestHide" \
+        in page
+    assert "paper (" not in page and "The paper's Table 4 has" not in page
+    assert "Singularized mixup is ahead of TestHide in 2 of 2 cells, behind in 0" in page
+    with files.table4_csv.open(newline="") as handle:
+        csv_rows = list(csv.DictReader(handle))
+    assert {row["method"] for row in csv_rows} == {"instahide", "singularized", "fedprox", second_comparator}
+    one_shot = files.one_shot_vs_iterative_md.read_text()
+    assert "(and one-shot InstaHide and TestHide)" in one_shot.splitlines()[0]
+    assert "| table4 | 5 | 0.1 | 1.0 | TestHide (one-shot) | once | 78.50 ± 0.71 |" in one_shot
+    assert files.table5.read_text() == only_instahide.table5.read_text()

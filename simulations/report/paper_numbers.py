@@ -1,4 +1,4 @@
-"""The paper's collaborative-training numbers (section 5.3, Tables 5 and 6), as data.
+"""The paper's published accuracies (Tables 4, 5 and 6) and protocol constants, as data.
 
 Both tables report CIFAR-10 test accuracy (%) in the paper's setting: images preprocessed
 for ImageNet and passed through a frozen, ImageNet-pretrained ResNet-18; privacy parameter
@@ -20,11 +20,17 @@ per data set for the best reported InstaHide configuration (k = 4) and for singu
 at tau = 1e-6, each data set on the frozen ImageNet backbone of the paper's Table 7
 (ResNet-18 for MNIST and CIFAR-10, ResNet-50 for CIFAR-100 and Tiny-ImageNet). It is not a
 collaborative (partitioned) experiment; the paper prints no InstaHide number for Tiny-ImageNet.
+
+This module owns the paper's published numbers and protocol constants, and the tests of
+whether a sweep's inputs are the paper's (:func:`paper_setting_matches`,
+:func:`paper_table4_setting_matches`, :func:`not_the_papers_inputs`); the report's tables put
+them beside the sweep's own numbers only when they are.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 PAPER_SETTING: dict[str, str] = {"dataset": "cifar10", "backbone": "resnet18"}
 """The data set and backbone the paper's Tables 5 and 6 were made with (run-config spelling)."""
@@ -148,6 +154,10 @@ PAPER_TABLE4: dict[str, tuple[float | None, float]] = {
     "tiny-imagenet": (None, 72.50),
 }
 
+PAPER_TABLE4_COMPARATOR = "instahide"
+"""The encoding (run-config name) the paper's Table 4 compares singularized mixup with: its
+numbers stand beside a sweep's only in the comparison with this encoding."""
+
 PAPER_TABLE4_INSTAHIDE_K = 4
 """Samples per InstaHide encoding in the paper's comparator (its best reported configuration)."""
 
@@ -196,3 +206,42 @@ def paper_table4_cell(dataset: str) -> tuple[float | None, float] | None:
         Table 4 does not have.
     """
     return PAPER_TABLE4.get(dataset)
+
+
+def paper_table4_compares(encoding: str) -> bool:
+    """Whether the paper's Table 4 numbers are for the comparator encoding ``encoding``.
+
+    Parameters
+    ----------
+    encoding : str
+        A run-config encoding name.
+
+    Returns
+    -------
+    bool
+        True only for :data:`PAPER_TABLE4_COMPARATOR`, the one comparator the paper measured.
+    """
+    return encoding == PAPER_TABLE4_COMPARATOR
+
+
+def not_the_papers_inputs(settings: Mapping[str, object]) -> str:
+    """Why a sweep on the paper's data set and backbone still is not comparable with the
+    paper's numbers.
+
+    Parameters
+    ----------
+    settings : mapping
+        Run-config values common to the sweep (``data``, ``backbone-weights``, ...).
+
+    Returns
+    -------
+    str
+        The reasons (generated data, a backbone without ImageNet weights), joined by "; ";
+        empty when the inputs are the paper's.
+    """
+    reasons = []
+    if "generated" in str(settings.get("data", "")):
+        reasons.append(f"the data are {settings['data']}")
+    if str(settings.get("backbone-weights", "")) == "none":
+        reasons.append("the backbone has random weights (backbone-weights = 'none'), not ImageNet's")
+    return "; ".join(reasons)

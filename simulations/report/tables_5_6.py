@@ -1,0 +1,202 @@
+"""The paper's Tables 5 and 6: singularized mixup (release once) against FedProx, per cell.
+
+This module owns ``table5.md`` and ``table6.md``: one row per partition cell in the paper's
+order, mean ± std over seeds, Δ = mixup - baseline, the paper's own numbers beside ours when
+the sweep ran the paper's setting (CIFAR-10 on a frozen ImageNet ResNet-18), and a plain
+count of the cells in which mixup is ahead. Only runs of the paper-tables encoding reach the
+mixup column; :func:`simulations.report.write_report` leaves comparator runs out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from common.stats import Spread
+from simulations.report.paper_numbers import (
+    PAPER_FL_ROUNDS,
+    PAPER_PROXIMAL_MU,
+    PAPER_SETTING_DESCRIPTION,
+    PAPER_TABLE5,
+    PAPER_TABLE6,
+    PAPER_TAU,
+    not_the_papers_inputs,
+    paper_cell,
+    paper_delta,
+    paper_setting_matches,
+)
+from simulations.report.runs import (
+    FL_STRATEGIES,
+    MIXUP,
+    arm,
+    baseline_strategy,
+    by_cell_and_arm,
+    layout_runs,
+    method_label,
+    paper_order,
+    seeds,
+)
+from simulations.report.spreads import format_delta, format_spread, mean_delta, rounded_delta, seed_spread
+from simulations.report.text import header_block, integers_text, knob
+
+__all__ = ["paper_table_markdown"]
+
+
+@dataclass(frozen=True)
+class _PaperTableRow:
+    cell: tuple[int, float, float]
+    baseline: Spread | None
+    mixup: Spread | None
+    paper: tuple[float, float] | None
+
+    @property
+    def delta(self) -> float | None:
+        return mean_delta(self.mixup, self.baseline)
+
+    def cell_text(self, *, layout: str) -> str:
+        parties, beta, rho = self.cell
+        text = f"P={parties}, β={knob(beta)}"
+        return text + (f", ρ={knob(rho)}" if layout == "table6" else "")
+
+
+def _ahead_sentence(rows: Sequence[_PaperTableRow], *, layout: str, baseline_name: str) -> str:
+    paper_pairs = list((PAPER_TABLE5 if layout == "table5" else PAPER_TABLE6).values())
+    paper_ahead = sum(1 for pair in paper_pairs if paper_delta(pair) > 0)
+    paper_text = (f"all {len(paper_pairs)}" if paper_ahead == len(paper_pairs)
+                  else f"{paper_ahead} of {len(paper_pairs)}")
+    compared = [row for row in rows if row.delta is not None]
+    if not compared:
+        return (f"No cell has both {baseline_name} and singularized mixup (release once) results, so nothing "
+                f"can be compared yet; the paper reports singularized mixup ahead of FedProx in {paper_text} cells.")
+    mixup_ahead = [row for row in compared if rounded_delta(row.delta) > 0]
+    baseline_ahead = [row for row in compared if rounded_delta(row.delta) < 0]
+    tied = [row for row in compared if rounded_delta(row.delta) == 0]
+    parts = [f"Singularized mixup is ahead of {baseline_name} in {len(mixup_ahead)} of {len(compared)} cells; "
+             f"the paper reports it ahead of FedProx in {paper_text}."]
+    if baseline_ahead:
+        where = "; ".join(row.cell_text(layout=layout) for row in baseline_ahead)
+        parts.append(f"{baseline_name} is ahead in {len(baseline_ahead)} of {len(compared)} cells ({where}), so the "
+                     "paper's claim that singularized mixup outperforms FedProx in every setting does NOT reproduce "
+                     "here.")
+    if tied:
+        parts.append(f"{len(tied)} cell{'s are' if len(tied) != 1 else ' is'} tied to two decimals.")
+    if len(mixup_ahead) == len(compared):
+        parts.append("The paper's direction (mixup ahead) holds in every cell compared here.")
+    # A sign is only meaningful when the gap exceeds the seed-to-seed spread; say where it does not
+    # (a single seed measures no spread, so such a cell is never called unsettled).
+    unresolved = [
+        row for row in compared
+        if row.baseline.n > 1 and row.mixup.n > 1 and abs(row.delta) <= max(row.baseline.std, row.mixup.std)
+    ]
+    if unresolved:
+        parts.append(f"In {len(unresolved)} of the {len(compared)} cells |Δ| is within one seed standard deviation, "
+                     "so the sign there is not settled by this many seeds.")
+    if baseline_name != "FedProx":
+        parts.append("(The paper's baseline is FedProx; this sweep ran FedAvg.)")
+    uncounted = len(rows) - len(compared)
+    if uncounted:
+        parts.append(f"{uncounted} cell{'s lack' if uncounted != 1 else ' lacks'} one of the two arms and "
+                     f"{'are' if uncounted != 1 else 'is'} not counted.")
+    return " ".join(parts)
+
+
+def _paper_setting_differences(runs: Sequence[dict], *, settings: Mapping[str, object]) -> list[str]:
+    """Where a sweep on the paper's data set and backbone still departs from the paper's protocol."""
+    differences = []
+    fl_rounds = sorted({run["rounds"] for run in runs if run["strategy"] in FL_STRATEGIES})
+    if fl_rounds and fl_rounds != [PAPER_FL_ROUNDS]:
+        differences.append(f"FL rounds {integers_text(fl_rounds)} (paper {PAPER_FL_ROUNDS})")
+    taus = sorted({run["tau"] for run in runs if run["strategy"] == MIXUP and run["tau"] is not None})
+    if taus and any(not math.isclose(tau, PAPER_TAU) for tau in taus):
+        differences.append(f"tau {', '.join(f'{t:g}' for t in taus)} (paper {PAPER_TAU:g})")
+    mu = settings.get("proximal-mu")
+    if isinstance(mu, (int, float)) and not math.isclose(float(mu), PAPER_PROXIMAL_MU):
+        differences.append(f"proximal-mu {mu:g} (paper {PAPER_PROXIMAL_MU:g})")
+    return differences
+
+
+def paper_table_markdown(runs: Sequence[dict], *, layout: str, title: str, settings: Mapping[str, object]) -> str:
+    """The Markdown page of the paper's Table 5 or Table 6 layout.
+
+    Parameters
+    ----------
+    runs : sequence of dict
+        Typed runs without comparator or defended runs; those of ``layout`` are used (see
+        :func:`simulations.report.runs.layout_runs`).
+    layout : {"table5", "table6"}
+        Which of the paper's tables.
+    title : str
+        Leads the heading.
+    settings : mapping
+        Run-config values common to the sweep, printed in the header.
+
+    Returns
+    -------
+    str
+        The page, ending with the sentence that counts the cells in which mixup is ahead.
+    """
+    chosen = layout_runs(runs, layout=layout)
+    baseline = baseline_strategy(chosen)
+    baseline_name = method_label(baseline) if baseline else "FedProx"
+    baseline_arm = (baseline or "fedprox", "")
+    mixup_arm = (MIXUP, "once")
+    used = [run for run in chosen if arm(run) in (baseline_arm, mixup_arm)]
+    datasets = {run["dataset"] for run in chosen}
+    backbones = {run["backbone"] for run in chosen}
+    show_paper = (len(datasets) == 1 and len(backbones) == 1
+                  and paper_setting_matches(dataset=next(iter(datasets)), backbone=next(iter(backbones))))
+    inputs_differ = not_the_papers_inputs(settings)
+
+    rows = [
+        _PaperTableRow(
+            cell=cell,
+            baseline=seed_spread(r["test_accuracy"] for r in arms.get(baseline_arm, [])),
+            mixup=seed_spread(r["test_accuracy"] for r in arms.get(mixup_arm, [])),
+            paper=paper_cell(layout=layout, parties=cell[0], beta=cell[1], rho=cell[2]),
+        )
+        for cell, arms in sorted(by_cell_and_arm(chosen).items(), key=lambda item: paper_order(item[0]))
+    ]
+    expected_n = len(seeds(used))
+
+    heading = ("Table 5, Dirichlet label skew, equal party sizes" if layout == "table5"
+               else "Table 6, label skew and one data-poor party (size ratio ρ)")
+    release_line = ("- Singularized mixup column: release `once`, each party uploads its mixed features one time "
+                    "(the paper's protocol); per-epoch release is compared in release_modes.md")
+    if not any(arm(run) == mixup_arm for run in chosen):
+        release_line += "; NO release-once runs exist for this layout, so the column is empty"
+    lines = header_block(title=title, heading=heading, runs=used or chosen, settings=settings,
+                         lines_before_settings=[release_line])
+    if show_paper and inputs_differ:
+        lines += [f"The paper's numbers are not shown: {inputs_differ}.", ""]
+        show_paper = False
+        rows = [replace(row, paper=None) for row in rows]
+    elif show_paper:
+        lines += [f"Paper columns: the paper's Table {layout[-1]} ({PAPER_SETTING_DESCRIPTION}); "
+                  "blank where the paper has no such cell.", ""]
+        differences = _paper_setting_differences(used, settings=settings)
+        if differences:
+            lines += ["This sweep departs from the paper's protocol in: " + "; ".join(differences)
+                      + ". Read the paper columns with that in mind.", ""]
+    else:
+        lines += [f"The paper's numbers are not shown because the data set/backbone "
+                  f"({', '.join(sorted(datasets))} / {', '.join(sorted(backbones))}) differ from the paper's "
+                  "(CIFAR-10, frozen ImageNet ResNet-18).", ""]
+
+    knob_columns = ["# Parties P", "Dirichlet β"] + (["Size ratio ρ"] if layout == "table6" else [])
+    columns = knob_columns + [baseline_name, "singularized mixup (ours)", "Δ"]
+    if show_paper:
+        columns += ["paper FedProx", "paper mixup", "paper Δ"]
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        parties, beta, rho = row.cell
+        cells = [str(parties), knob(beta)] + ([knob(rho)] if layout == "table6" else [])
+        cells += [format_spread(row.baseline, expected_n=expected_n),
+                  format_spread(row.mixup, expected_n=expected_n),
+                  format_delta(row.delta)]
+        if show_paper:
+            cells += ([f"{row.paper[0]:.2f}", f"{row.paper[1]:.2f}", f"{paper_delta(row.paper):+.2f}"]
+                      if row.paper else ["", "", ""])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", _ahead_sentence(rows, layout=layout, baseline_name=baseline_name), ""]
+    return "\n".join(lines)
