@@ -158,7 +158,8 @@ def plain_one_shot(cfg, num_parties: int, device: torch.device, test_x, test_y) 
 
 def plain_fedprox_round_seconds(cfg, num_parties: int, device: torch.device, test_x, test_y) -> float:
     """Seconds per FedProx round of a plain loop doing the ClientApp's work in one process."""
-    from client.party import STREAM_TRAIN, derive_seed, load_party
+    from client.party import load_party
+    from common.seeds import Stream, derive_seed
     from common.model import MixupClassifier
     from common.training import cosine_lr, evaluate, train_local
 
@@ -174,7 +175,7 @@ def plain_fedprox_round_seconds(cfg, num_parties: int, device: torch.device, tes
             model = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=party.num_classes)
             model.load_state_dict(global_state)
             model.to(device)
-            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, STREAM_TRAIN, rnd))
+            gen = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.TRAIN, rnd))
             train_local(model, party.train_x, party.train_y, epochs=cfg.local_epochs, lr=lr, generator=gen,
                         proximal_mu=cfg.proximal_mu, batch_size=cfg.batch_size, weight_decay=cfg.weight_decay)
             states.append({k: v.detach().cpu() for k, v in model.state_dict().items()})

@@ -1,50 +1,25 @@
-"""A party's private data: its partition of the training set, split into the part it
-trains on (or mixes) and the part it holds out for model selection."""
+"""A party's private data in simulation: its partition of the training set, split into the
+part it trains on (or mixes) and the part it holds out for model selection.
+
+The partition comes from the run config's ``partitioner`` (:mod:`common.partition`); the
+result is a :class:`common.party.PartyData`, the only thing encodings and defences see.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 
 import numpy as np
 import torch
 
 from common.config import RunConfig
-from common.partition import dirichlet_partition, size_skew_partition
-from features.pipeline import input_bounds, preprocessing_for, resolve_device, split_inputs
+from common.device import resolve_device
+from common.party import PartyData
+from common.seeds import Stream, derive_seed
+from features.pipeline import BackboneImageSpace, input_bounds, preprocessing_for, split_inputs
 from loaders import load_dataset
 
-
-@dataclass(frozen=True)
-class PartyData:
-    """One party's private data.
-
-    ``train_x`` / ``val_x`` are model inputs (raw rows, normalised images or backbone
-    features, see :mod:`features.pipeline`). ``train_images`` holds the stored pixels of the
-    training part when inputs are backbone features, because the noise is calibrated in
-    image space (``None`` otherwise). ``input_bounds`` is the valid range of each input
-    coordinate for the clamped mode, ``None`` for features.
-    """
-
-    partition_id: int
-    num_partitions: int
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    num_classes: int
-    input_bounds: tuple | None
-    train_images: torch.Tensor | None = None
-    image_shape: tuple[int, int, int] | None = None
-
-
-def derive_seed(*parts: int) -> int:
-    """An independent 63-bit seed for every tuple of integers (NumPy SeedSequence)."""
-    return int(np.random.SeedSequence(list(parts)).generate_state(2, np.uint64)[0] >> np.uint64(1))
-
-
-# Stream identifiers for derive_seed, so every use of the run seed draws independently.
-STREAM_SPLIT, STREAM_MIXUP, STREAM_TRAIN, STREAM_STATS, STREAM_RADIUS, STREAM_PUBLIC = 1, 2, 3, 4, 5, 6
+__all__ = ["PartyData", "load_party", "load_public_pool", "partition_indices", "private_pool", "public_indices"]
 
 
 def public_indices(cfg: RunConfig, num_train: int) -> np.ndarray:
@@ -57,7 +32,7 @@ def public_indices(cfg: RunConfig, num_train: int) -> np.ndarray:
     size = int(round(cfg.public_fraction * num_train))
     if size == 0:
         return np.zeros(0, dtype=np.int64)
-    rng = np.random.default_rng(derive_seed(cfg.seed, STREAM_PUBLIC))
+    rng = np.random.default_rng(derive_seed(cfg.seed, Stream.PUBLIC))
     return np.sort(rng.permutation(num_train)[:size])
 
 
@@ -67,19 +42,8 @@ def private_pool(cfg: RunConfig, num_train: int) -> np.ndarray:
 
 
 def partition_indices(cfg: RunConfig, labels: np.ndarray, num_partitions: int) -> list[np.ndarray]:
-    if cfg.partitioner == "dirichlet":
-        return dirichlet_partition(
-            labels, num_parties=num_partitions, beta=cfg.beta, seed=cfg.seed, min_size=cfg.min_party_size
-        )
-    return size_skew_partition(
-        labels,
-        num_parties=num_partitions,
-        beta=cfg.beta,
-        rho=cfg.rho,
-        seed=cfg.seed,
-        poor_party=cfg.poor_party,
-        min_size=cfg.min_party_size,
-    )
+    """The run's partitioner applied to ``labels`` (indices into ``labels``)."""
+    return cfg.partitioner_spec.split(labels, num_parties=num_partitions, cfg=cfg)
 
 
 @lru_cache(maxsize=8)
@@ -87,8 +51,7 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
     """Build party ``partition_id`` of ``num_partitions``; cached per simulation worker."""
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
-    if cfg.partitioner == "size-skew" and cfg.poor_party >= num_partitions:
-        raise ValueError(f"poor-party {cfg.poor_party} outside [0, {num_partitions})")
+    cfg.partitioner_spec.check_parties(cfg, num_partitions)
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
     labels = data.train_y.numpy()
     if cfg.public_fraction > 0:  # partition what is left after the public pool
@@ -96,7 +59,7 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         idx = pool[partition_indices(cfg, labels[pool], num_partitions)[partition_id]]
     else:
         idx = partition_indices(cfg, labels, num_partitions)[partition_id]
-    rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, STREAM_SPLIT))
+    rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, Stream.SPLIT))
     idx = rng.permutation(idx)
     n_val = max(2, int(round(cfg.val_fraction * idx.size)))
     val, train = np.sort(idx[:n_val]), np.sort(idx[n_val:])
@@ -115,13 +78,15 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         input_bounds=input_bounds(cfg, data),
         train_images=data.train_x[train] if cfg.uses_backbone else None,
         image_shape=raw_image_shape(cfg, data),
+        image_space=BackboneImageSpace(cfg, data) if cfg.uses_backbone else None,
+        public_pool=partial(load_public_pool, cfg) if cfg.public_fraction > 0 else None,
     )
 
 
 DIGITS_IMAGE_SHAPE = (1, 8, 8)
 
 
-def raw_image_shape(cfg: RunConfig, data) -> tuple[int, int, int] | None:
+def raw_image_shape(cfg: RunConfig, data) -> tuple[int, int, int] | None:  # noqa: ANN001
     """``(C, H, W)`` of one raw model input, or ``None`` for backbone features."""
     if cfg.uses_backbone:
         return None

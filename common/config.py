@@ -14,6 +14,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from common.defences import DEFAULT_DEFENCE, DEFENCES, Defence, get_defence
+from common.encodings import DEFAULT_ENCODING, ENCODINGS, Encoding, get_encoding
+from common.partition import PARTITIONERS, Partitioner, get_partitioner
+
 __all__ = ["ConfigError", "RunConfig", "parse_run_config"]
 
 
@@ -49,7 +53,7 @@ class RunConfig(BaseModel):
     )
 
     # How the data is spread over the parties (one party per SuperNode).
-    partitioner: Literal["dirichlet", "size-skew"] = Field(
+    partitioner: str = Field(
         "dirichlet", description="equal sizes with Dirichlet label skew, or one data-poor party"
     )
     beta: float = Field(1.0, gt=0, description="Dirichlet concentration: smaller = stronger label skew")
@@ -87,7 +91,7 @@ class RunConfig(BaseModel):
         "fresh mixtures of the same private data every central epoch (the paper's code), one upload per epoch",
     )
     central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
-    encoding: Literal["singularized", "instahide"] = Field(
+    encoding: str = Field(
         "singularized", description="one-shot encoding: singularized mixup (Algorithm 1), or the InstaHide "
         "comparator (sec. 3.1: k-sample mixes with public images and a random sign mask)"
     )
@@ -127,7 +131,7 @@ class RunConfig(BaseModel):
     proximal_mu: float = Field(1e-3, ge=0, description="FedProx proximal coefficient mu")
 
     # Client-side defences of the iterative strategies (Fed-AugMix, DP-Mix).
-    defence: Literal["none", "fed-augmix", "dp-mix-self", "dp-mix-diff"] = Field(
+    defence: str = Field(
         "none", description="FedProx/FedAvg only: the parties' local update is plain, Fed-AugMix (AugMix + "
         "Jensen-Shannon consistency loss), or DP-SGD on DP-Mix views (self-mixups; 'diff' adds diffusion samples "
         "from a local model)"
@@ -212,6 +216,24 @@ class RunConfig(BaseModel):
             "an absolute path to a state_dict file, or 'none' for random initialisation"
         )
 
+    @field_validator("encoding")
+    @classmethod
+    def _registered_encoding(cls, value: str) -> str:
+        ENCODINGS.get(value)  # raises UnknownVariant (a ValueError) naming the known encodings
+        return value
+
+    @field_validator("defence")
+    @classmethod
+    def _registered_defence(cls, value: str) -> str:
+        DEFENCES.get(value)
+        return value
+
+    @field_validator("partitioner")
+    @classmethod
+    def _registered_partitioner(cls, value: str) -> str:
+        PARTITIONERS.get(value)
+        return value
+
     @field_validator("run_name")
     @classmethod
     def _plain_run_name(cls, value: str) -> str:
@@ -221,37 +243,20 @@ class RunConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        if self.partitioner == "dirichlet" and self.rho != 1.0:
-            raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
         if self.expected_parties and self.quorum > self.expected_parties:
             raise ValueError(f"quorum: {self.quorum} is more than expected-parties = {self.expected_parties}")
         if self.release != "once" and self.strategy != "one-shot-mixup":
             raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
-        if self.encoding != "singularized" and self.strategy != "one-shot-mixup":
-            raise ValueError("encoding: only used with strategy = 'one-shot-mixup'; leave it at 'singularized'")
-        if self.instahide_k_private > self.instahide_k:
-            raise ValueError(
-                f"instahide-k-private: {self.instahide_k_private} private samples do not fit in instahide-k = "
-                f"{self.instahide_k}"
-            )
-        if self.encoding == "instahide" and self.instahide_k > self.instahide_k_private and self.public_fraction == 0:
-            raise ValueError(
-                f"public-fraction: InstaHide with instahide-k = {self.instahide_k} mixes "
-                f"{self.instahide_k - self.instahide_k_private} public images into every row; hold out a public pool "
-                "(e.g. public-fraction = 0.2), or set instahide-k = instahide-k-private"
-            )
-        if self.defence != "none" and self.strategy == "one-shot-mixup":
-            raise ValueError("defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at 'none'")
-        if self.defence != "none" and self.uses_backbone:
-            raise ValueError(
-                f"defence: {self.defence} augments raw images; with a frozen backbone the parties train on "
-                "features, so use backbone = 'none'"
-            )
-        if self.defence == "dp-mix-diff" and not self.diffusion_model_path:
-            raise ValueError(
-                "diffusion-model-path: DP-Mix_diff mixes with samples of a text-to-image diffusion model, which is "
-                "only read from a local folder (nothing is downloaded); set its absolute path, or use dp-mix-self"
-            )
+        if self.encoding != DEFAULT_ENCODING and self.strategy != "one-shot-mixup":
+            raise ValueError(f"encoding: only used with strategy = 'one-shot-mixup'; leave it at '{DEFAULT_ENCODING}'")
+        if self.defence != DEFAULT_DEFENCE and self.strategy == "one-shot-mixup":
+            raise ValueError(f"defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at '{DEFAULT_DEFENCE}'")
+        # Each variant refuses the settings it cannot run with (its message starts with the key).
+        self.partitioner_spec.check_config(self)
+        if self.strategy == "one-shot-mixup":
+            self.encoding_spec.check_config(self)
+        else:
+            self.defence_spec.check_config(self)
         if self.dataset == "digits" and self.backbone != "none":
             raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
         if self.dataset != "digits" and not self.data_dir and not self.download:
@@ -270,13 +275,24 @@ class RunConfig(BaseModel):
         return self.backbone != "none"
 
     @property
-    def uses_dp_mix(self) -> bool:
-        return self.defence in ("dp-mix-self", "dp-mix-diff")
+    def encoding_spec(self) -> Encoding:
+        """The one-shot encoding this run uses (:mod:`common.encodings`)."""
+        return get_encoding(self.encoding)
+
+    @property
+    def defence_spec(self) -> Defence:
+        """The iterative strategies' client-side defence (:mod:`common.defences`)."""
+        return get_defence(self.defence)
+
+    @property
+    def partitioner_spec(self) -> Partitioner:
+        """How the data set is split among the parties (:mod:`common.partition`)."""
+        return get_partitioner(self.partitioner)
 
     @property
     def model_norm(self) -> Literal["batch", "layer"]:
-        """The classifier's normalisation: DP-SGD needs per-sample gradients, so LayerNorm."""
-        return "layer" if self.uses_dp_mix else "batch"
+        """The classifier's normalisation, as the defence needs it (DP-SGD: LayerNorm)."""
+        return self.defence_spec.model_norm
 
 
 def _describe(error: Mapping[str, Any]) -> str:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CentralTrainer",
     "EpochRecord",
     "LocalObjective",
     "TrainingResult",
@@ -120,6 +121,66 @@ def _step(model, optimizer, xb, yb, extra_loss=None, objective: LocalObjective |
     return loss.item()
 
 
+class CentralTrainer:
+    """Central training one epoch at a time (appendix E's recipe): AdamW, and a cosine
+    learning rate that steps once per mini-batch over ``epochs x steps_per_epoch`` steps.
+
+    The caller owns the loop over epochs (and what happens between them: collecting fresh
+    releases, validating, keeping a checkpoint); this class owns the optimiser state.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Trained in place.
+    rows : int
+        Rows of the first epoch's data; fixes the steps per epoch of the schedule (a later
+        epoch with fewer rows, a party having dropped out, keeps the schedule's length).
+    epochs : int
+        Epochs the schedule spans.
+    generator : torch.Generator
+        CPU generator of the batch order.
+    """
+
+    def __init__(self, model: nn.Module, *, rows: int, epochs: int, generator: torch.Generator,
+                 batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.generator = generator
+        self.batch_size = batch_size
+        self.base_lr = lr
+        steps_per_epoch = max(1, len(_batches(rows, batch_size, torch.Generator().manual_seed(0))))
+        self.total_steps = epochs * steps_per_epoch
+        self.step = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate the next step would use."""
+        return cosine_lr(self.base_lr, self.step, self.total_steps)
+
+    def train_epoch(self, x: torch.Tensor, y: torch.Tensor, row_order: torch.Tensor | None = None) -> float:
+        """One pass over ``(x, y)`` in random batches; returns the mean batch loss.
+
+        ``row_order`` (a permutation of ``range(n)``) makes the batches ``row_order[randperm(n)]``,
+        so that they do not depend on the order in which the rows were stored (a union filled
+        in reply-arrival order, say).
+        """
+        self.model.train()
+        losses = []
+        for idx in _batches(x.shape[0], self.batch_size, self.generator):
+            if row_order is not None:
+                idx = row_order[idx]
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.lr
+            xb = x[idx].to(self.device, non_blocking=True).float()
+            yb = y[idx].to(self.device, non_blocking=True)
+            losses.append(_step(self.model, self.optimizer, xb, yb))
+            self.step += 1
+        return sum(losses) / max(len(losses), 1)
+
+
 def train_centralized(
     model: nn.Module,
     x: torch.Tensor,
@@ -134,59 +195,21 @@ def train_centralized(
     weight_decay: float = 1e-4,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     row_order: torch.Tensor | None = None,
-    fresh_data: Callable[[int], tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] | None = None,
 ) -> TrainingResult:
-    """Train ``model`` on ``(x, y)`` and keep the weights of the epoch with the lowest
-    validation loss on ``(val_x, val_y)``.
-
-    The cosine schedule steps once per mini-batch over ``epochs`` epochs. On return the
-    model holds the selected weights. ``generator`` (CPU) drives the batch order.
-
-    Parameters
-    ----------
-    row_order : torch.Tensor, optional
-        Rows in canonical order (a permutation of ``range(n)``): batches are drawn as
-        ``row_order[randperm(n)]`` so that the batches do not depend on the order in
-        which the rows were stored (a union filled in reply-arrival order, say).
-    fresh_data : callable, optional
-        ``fresh_data(epoch) -> (x, y, row_order)`` called before every epoch after the
-        first: that epoch trains on the returned rows instead (fresh mixtures per epoch).
-        The number of rows may change (a party that stopped answering); the cosine schedule
-        keeps the step count of the first epoch.
+    """Train ``model`` on ``(x, y)`` for ``epochs`` epochs (:class:`CentralTrainer`) and keep
+    the weights of the epoch with the lowest loss on ``(val_x, val_y)``; on return the model
+    holds them. ``generator`` (CPU) drives the batch order; ``row_order`` as in
+    :meth:`CentralTrainer.train_epoch`.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    device = next(model.parameters()).device
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    n = x.shape[0]
-    steps_per_epoch = max(1, len(_batches(n, batch_size, torch.Generator().manual_seed(0))))
-    total_steps = epochs * steps_per_epoch
+    trainer = CentralTrainer(model, rows=x.shape[0], epochs=epochs, generator=generator, batch_size=batch_size,
+                             lr=lr, weight_decay=weight_decay)
     best_state, best_loss, best_epoch = None, math.inf, 0
     history: list[EpochRecord] = []
-    step = 0
     for epoch in range(1, epochs + 1):
-        if epoch > 1 and fresh_data is not None:
-            x, y, row_order = fresh_data(epoch)
-            n = x.shape[0]
-        model.train()
-        losses = []
-        for idx in _batches(n, batch_size, generator):
-            if row_order is not None:
-                idx = row_order[idx]
-            for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(lr, step, total_steps)
-            xb = x[idx].to(device, non_blocking=True).float()
-            yb = y[idx].to(device, non_blocking=True)
-            losses.append(_step(model, optimizer, xb, yb))
-            step += 1
+        train_loss = trainer.train_epoch(x, y, row_order)
         val_loss, val_acc = evaluate(model, val_x, val_y)
-        record = EpochRecord(
-            epoch=epoch,
-            train_loss=sum(losses) / max(len(losses), 1),
-            val_loss=val_loss,
-            val_accuracy=val_acc,
-            lr=cosine_lr(lr, step, total_steps),
-        )
+        record = EpochRecord(epoch=epoch, train_loss=train_loss, val_loss=val_loss, val_accuracy=val_acc,
+                             lr=trainer.lr)
         history.append(record)
         if val_loss < best_loss:
             best_loss, best_epoch = val_loss, epoch

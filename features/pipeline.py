@@ -18,32 +18,24 @@ import numpy as np
 import torch
 
 from common.config import RunConfig
+from common.device import resolve_device
 from common.preprocess import NORMALISATION, ImagePreprocessing, channel_bounds
 from features.backbones import BackboneWeights, FrozenBackbone, build_backbone, feature_dim
 from features.cache import CacheResult, FeatureKey, cached_features, data_fingerprint
-from features.extraction import extract_features
+from features.extraction import extract_features, forward_features
 from loaders import LabelledSplits
 
 __all__ = [
+    "BackboneImageSpace",
     "describe_inputs",
     "input_bounds",
     "load_backbone",
     "preprocessing_for",
-    "resolve_device",
     "split_features",
     "split_inputs",
 ]
 
 log = logging.getLogger("flwr.mixupfl.features")
-
-
-def resolve_device(choice: str) -> torch.device:
-    """``auto`` -> CUDA when visible, else CPU; ``cuda`` without a GPU is an error."""
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device = 'cuda' but no CUDA device is visible to this process")
-        return torch.device("cuda")
-    return torch.device("cpu")
 
 
 def preprocessing_for(cfg: RunConfig, data: LabelledSplits) -> ImagePreprocessing | None:
@@ -76,6 +68,28 @@ def load_backbone(name: str, weights: str, pool: str, device: str) -> tuple[Froz
     backbone, info = build_backbone(name=name, weights=weights, pool=pool, device=device)
     log.info("backbone %s (%s pooling), weights: %s %s", name, pool, info.source, info.name)
     return backbone, info
+
+
+class BackboneImageSpace:
+    """A backbone run's image space for a party's noise calibration
+    (:class:`common.party.ImageSpace`): appendix E's preprocessing and the frozen backbone."""
+
+    def __init__(self, cfg: RunConfig, data: LabelledSplits) -> None:
+        if not cfg.uses_backbone:
+            raise ValueError("an image space for calibration needs a backbone run")
+        self._cfg = cfg
+        self._pre = preprocessing_for(cfg, data)
+
+    def preprocess(self, images: torch.Tensor, *, device: torch.device) -> torch.Tensor:
+        return self._pre(images, device=device)
+
+    def valid_bounds(self, *, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._pre.valid_bounds(3, device=device)
+
+    def features(self, images: torch.Tensor, *, device: torch.device) -> torch.Tensor:
+        cfg = self._cfg
+        backbone, _ = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+        return forward_features(backbone, images, device=device)
 
 
 def _split(data: LabelledSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,50 +1,83 @@
-"""Run summaries: one JSON file per run, and a short table in the log.
+"""Run summaries: the typed summary (:mod:`common.run_summary`) assembled from a strategy's
+result, and a short table for the log.
 
-Every accuracy is written next to how it was made: strategy, release mode, noise mode,
-seed, and the rule that selected the model (lowest validation loss, never test accuracy).
+Every accuracy is written next to how it was made: strategy, encoding or defence, release
+mode, noise mode, seed, and the rule that selected the model (never test accuracy).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import statistics
-import tempfile
-from collections.abc import Iterable
-from pathlib import Path
+from typing import Any
+
+from common.config import RunConfig
+from common.run_summary import Communication, Outcome, Participation, RunSummary
+from server.metered_grid import MeteredGrid
+from server.strategies import SELECTED_BY_MIXED_VALIDATION, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
+
+__all__ = ["communication", "iterative_parts", "one_shot_parts", "table_lines"]
 
 
-def mean_max(values: Iterable[float]) -> dict[str, float]:
-    vals = [float(v) for v in values]
-    if not vals:
-        return {}
+def communication(grid: MeteredGrid, num_parties: int) -> Communication:
+    """What the metering grid counted, in total and per party."""
+    return Communication(
+        bytes_uploaded=grid.total_bytes_received, bytes_downloaded=grid.total_bytes_sent,
+        bytes_uploaded_per_party=grid.total_bytes_received / num_parties,
+        bytes_downloaded_per_party=grid.total_bytes_sent / num_parties,
+        messages_sent=grid.messages_sent, messages_received=grid.messages_received,
+    )
+
+
+def _test(result_metrics: dict, step: int) -> tuple[float, float]:
+    metrics = result_metrics.get(step)
+    if metrics is None:
+        raise RuntimeError(f"no test evaluation of the model of step {step}")
+    return float(metrics["test-loss"]), float(metrics["test-accuracy"])
+
+
+def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, connected: list[int]) -> dict[str, Any]:
+    """The one-shot fields of the run summary."""
+    test_loss, test_acc = _test(result.evaluate_metrics_serverapp, result.selected_epoch)
+    _, last_acc = _test(result.evaluate_metrics_serverapp, result.last_epoch)
+    parties = result.parties
     return {
-        "mean": statistics.fmean(vals),
-        "max": max(vals),
-        "min": min(vals),
-        "std": statistics.pstdev(vals) if len(vals) > 1 else 0.0,
+        "rounds": 1 + len(result.later_epochs),
+        "result": Outcome(test_accuracy=test_acc, test_loss=test_loss, selected_by=SELECTED_BY_MIXED_VALIDATION,
+                          selected_at=result.selected_epoch, selected_val_loss=result.selected_val_loss,
+                          last_test_accuracy=last_acc, train_seconds=result.train_seconds),
+        "privacy": cfg.encoding_spec.privacy_summary(cfg, parties, result.releases),
+        "union": result.union,
+        "memory": result.memory,
+        "parties": parties,
+        "later_epochs": result.later_epochs,
+        "failures": result.failures,
+        "rejections": result.rejections,
+        "participation": Participation(
+            expected=expected, connected=len(connected), quorum=cfg.quorum,
+            contributed_partitions=[m["partition-id"] for m in parties],
+            contributed_nodes=[m["node-id"] for m in parties],
+            not_contributing_nodes=sorted({f["node-id"] for f in result.failures if f.get("epoch") is None}
+                                          | {r["node-id"] for r in result.rejections if r.get("epoch", 1) == 1}),
+        ),
+        "history": result.history,
     }
 
 
-def write_json_atomic(path: Path, payload: dict) -> Path:
-    """Write ``payload`` to ``path`` through a temporary file, so no half-written summary
-    is ever seen by a reader (a sweep resuming, say)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, default=_jsonable, allow_nan=True)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _jsonable(value):  # noqa: ANN001, ANN202
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, (set, tuple)):
-        return list(value)
-    return str(value)
+def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel | None,
+                    train_seconds: float) -> dict[str, Any]:
+    """The iterative fields of the run summary (FedProx / FedAvg)."""
+    with_val = [r for r in history if "val_loss" in r and "test_accuracy" in r]
+    if not with_val or selected is None:
+        raise RuntimeError("no round produced both a validation loss and a test accuracy")
+    best = next(r for r in history if r["round"] == selected.server_round)
+    return {
+        "rounds": cfg.num_rounds,
+        "result": Outcome(test_accuracy=best["test_accuracy"], test_loss=best["test_loss"],
+                          selected_by=SELECTED_BY_VALIDATION, selected_at=best["round"],
+                          selected_val_loss=best["val_loss"], last_test_accuracy=history[-1]["test_accuracy"],
+                          train_seconds=train_seconds, seconds_per_round=train_seconds / cfg.num_rounds),
+        "defence": cfg.defence_spec.summary(cfg, history),
+        "history": history,
+    }
 
 
 def _fmt_bytes(num: float) -> str:
@@ -55,62 +88,28 @@ def _fmt_bytes(num: float) -> str:
     return f"{num:.1f} GiB"
 
 
-def _fmt_float(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3g}"
-
-
-def table_lines(summary: dict) -> list[str]:
+def table_lines(summary: RunSummary) -> list[str]:
     """A few aligned lines that say what ran, how, and what came out."""
-    comm = summary["communication"]
-    acc = summary["result"]
+    from common.defences import get_defence
+    from common.encodings import get_encoding
+
+    config, comm, acc = summary.config, summary.communication, summary.result
     rows = [
-        ("strategy", summary["strategy"]),
-        ("data / parties", f"{summary['config']['dataset']}, P = {summary['num_parties']}, "
-         f"{summary['config']['partitioner']} beta = {summary['config']['beta']}"),
-        ("seed", str(summary["config"]["seed"])),
-        ("test accuracy", f"{100 * acc['test_accuracy']:.2f} %  ({acc['selected_by']})"),
-        ("rounds", str(summary["rounds"])),
-        ("uploaded / downloaded", f"{_fmt_bytes(comm['bytes_uploaded'])} / {_fmt_bytes(comm['bytes_downloaded'])}"),
-        ("wall time", f"{summary['wall_seconds']:.1f} s"),
+        ("strategy", summary.strategy),
+        ("data / parties", f"{config['dataset']}, P = {summary.num_parties}, "
+         f"{config['partitioner']} beta = {config['beta']}"),
+        ("seed", str(config["seed"])),
+        ("test accuracy", f"{100 * acc.test_accuracy:.2f} %  ({acc.selected_by})"),
+        ("rounds", str(summary.rounds)),
+        ("uploaded / downloaded", f"{_fmt_bytes(comm.bytes_uploaded)} / {_fmt_bytes(comm.bytes_downloaded)}"),
+        ("wall time", f"{summary.wall_seconds:.1f} s"),
     ]
-    privacy = summary.get("privacy")
-    if privacy and privacy.get("encoding") == "instahide":
-        exposures = privacy["exposures_per_private_sample"]["as_private_component"]
-        rows.insert(3, ("encoding / release", f"InstaHide k = {privacy['k']} (k_private = {privacy['k_private']}, "
-                        f"public pool {privacy['public_pool_size']['max']:g} rows) / {privacy['release_mode']}, "
-                        f"each private sample in {exposures['max']:g} encoded rows; no calibrated noise"))
-        rows.append((
-            "re-identification",
-            f"{100 * privacy['reidentification_rate']['mean']:.1f} % of released rows (|x~|) nearest to |x| of one "
-            f"of their private sources (max party {100 * privacy['reidentification_rate']['max']:.1f} %)",
-        ))
-    elif privacy:
-        exposures = privacy.get("exposures_per_private_sample", {}).get("as_clean_component", {})
-        exposed = f", each private sample exposed {exposures['max']:g}x" if exposures else ""
-        rows.insert(3, ("release / noise mode", f"{privacy['release_mode']}{exposed} / {privacy['noise_mode']}"))
-        rows.append((
-            "tau vs measured SNR",
-            f"tau = {_fmt_float(privacy['tau'])}; SNR along PC1 mean {_fmt_float(privacy['snr_pc1']['mean'])}, "
-            f"max {_fmt_float(privacy['snr_pc1']['max'])} (Thm 2 bound {_fmt_float(privacy['snr_bound_pc1']['max'])})",
-        ))
-    if privacy and privacy.get("encoding") != "instahide" and privacy.get("reidentification_rate"):
-        rows.append((
-            "re-identification",
-            f"{100 * privacy['reidentification_rate']['mean']:.1f} % of released rows nearest to one of their "
-            f"sources (max party {100 * privacy['reidentification_rate']['max']:.1f} %); Theorem 1 bound on the "
-            f"weakest sample's MSE / mean energy: {_fmt_float(privacy['theorem1_relative_min']['min'])}",
-        ))
-    defence = summary.get("defence") or {}
-    if defence.get("defence") == "fed-augmix":
-        rows.insert(3, ("defence", f"Fed-AugMix, severity {defence['augmix']['severity']:g}, lambda "
-                        f"{defence['js_weight']:g}" + (", loss scaling" if defence.get("loss_scaling") else "")
-                        + "; no formal guarantee"))
-    elif defence.get("defence", "none") != "none":
-        eps = defence.get("epsilon_max")
-        rows.insert(3, ("defence", f"{defence['defence']}: DP-SGD sigma = {defence['dp_sgd']['noise_multiplier']:g}, "
-                        f"C = {defence['dp_sgd']['max_grad_norm']:g}; epsilon <= "
-                        f"{'n/a' if eps is None else f'{eps:.2f}'} at delta = {defence['delta']:g} (worst party)"))
+    if summary.privacy is not None:
+        privacy = summary.privacy.model_dump()
+        extra = get_encoding(summary.privacy.encoding).log_rows(privacy)
+        rows[3:3] = extra[:1]
+        rows += extra[1:]
+    if summary.defence is not None and not get_defence(summary.defence.defence).plain:
+        rows[3:3] = get_defence(summary.defence.defence).log_rows(summary.defence.model_dump())
     width = max(len(k) for k, _ in rows)
     return [f"{k.ljust(width)} | {v}" for k, v in rows]

@@ -14,24 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["FIRST_RELEASE_METRICS", "INSTAHIDE_FIRST_RELEASE_METRICS", "UploadCheck", "UploadRejected", "release_metrics"]
+from common.encodings import Encoding
 
-# Figures the summary aggregates from every party's first release (numbers; may be inf).
-FIRST_RELEASE_METRICS = (
-    "radius", "image-radius", "noise-multiplier", "snr-pc1", "snr-bound-pc1", "snr-random", "snr-bound-random",
-    "reid-rate", "theorem1-mse-min", "theorem1-relative-min", "theorem1-relative-median",
-)
-# The InstaHide comparator has no calibrated noise: its first release carries these instead.
-INSTAHIDE_FIRST_RELEASE_METRICS = ("instahide-k", "instahide-k-private", "public-pool-size", "reid-rate")
-
-
-def release_metrics(encoding: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Metrics required of a first release and of a later (per-epoch) one, per encoding."""
-    if encoding == "instahide":
-        return INSTAHIDE_FIRST_RELEASE_METRICS, ("instahide-k",)
-    if encoding == "singularized":
-        return FIRST_RELEASE_METRICS, ("radius",)
-    raise ValueError(f"unknown encoding {encoding!r}")
+__all__ = ["UploadCheck", "UploadRejected"]
 
 
 class UploadRejected(ValueError):
@@ -54,8 +39,9 @@ class UploadCheck:
         Valid partition ids are ``0 .. num_partitions - 1``.
     max_bytes : int
         Largest accepted upload (all arrays of one reply).
-    encoding : {"singularized", "instahide"}
-        The run's one-shot encoding; it decides which figures a release must carry.
+    encoding : Encoding
+        The run's one-shot encoding; its ``first_release_metrics`` / ``later_release_metrics``
+        say which figures a release must carry.
     simplex_tolerance : float
         Allowed deviation of a soft-label row from the simplex (float32 rounding).
     """
@@ -65,7 +51,7 @@ class UploadCheck:
     input_dtype: str
     num_partitions: int
     max_bytes: int
-    encoding: str = "singularized"
+    encoding: Encoding
     simplex_tolerance: float = 1e-4
     seen_parties: set[int] = field(default_factory=set)
     seen_nodes: set[int] = field(default_factory=set)
@@ -92,8 +78,7 @@ class UploadCheck:
             raise UploadRejected(f"partition-id {pid!r} is not in [0, {self.num_partitions})")
         if pid in self.seen_parties or node_id in self.seen_nodes:
             raise UploadRejected(f"second upload from party {pid} / node {node_id} in this collection")
-        first, later = release_metrics(self.encoding)
-        wanted = first if with_validation else later
+        wanted = self.encoding.first_release_metrics if with_validation else self.encoding.later_release_metrics
         absent = [k for k in wanted if not isinstance(metrics.get(k), (int, float)) or isinstance(metrics.get(k), bool)]
         if absent:
             raise UploadRejected(f"metrics missing or not numbers: {', '.join(absent)}")

@@ -3,7 +3,7 @@
 The threat model is the Fed-AugMix paper's (section V-B): an honest-but-curious server sees a
 party's model update, knows the true labels of the attacked batch, and the batch is small
 (4 samples) and trained for 5 local epochs, so the update is as revealing as training allows.
-The audit re-makes that update with the run's own defence code (:func:`client.defences.local_update`,
+The audit re-makes that update with the run's own defence code (:func:`common.defences.local_update`,
 the function the ClientApp calls), from a global model the run actually sent:
 
 * ``"initial"``: the model of round 1 (UNTRAINED in the paper);
@@ -41,15 +41,15 @@ from attacks.gradient_inversion import (
     observe_update,
     reconstruction_scores,
 )
-from client.defences import local_update
-from client.party import PartyData, derive_seed, load_party
+from client.party import PartyData, load_party
+from common.defences import local_update
+from common.seeds import Stream, derive_seed
 from common.config import RunConfig, parse_run_config
 from common.model import MixupClassifier
 
 __all__ = ["AUDIT_STAGES", "AuditProtocol", "audit_party", "audit_target_batch", "load_global_models"]
 
 AUDIT_STAGES = ("initial", "selected")
-STREAM_AUDIT = 7  # derive_seed stream of the audit's batch choice and its local-update randomness
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def load_global_models(weights_path: Path) -> dict[str, Any]:
 
 def audit_target_batch(party: PartyData, *, size: int, seed: int) -> np.ndarray:
     """Rows of the party's training part to attack: ``size`` rows, distinct labels first."""
-    rng = np.random.default_rng(derive_seed(seed, party.partition_id, STREAM_AUDIT))
+    rng = np.random.default_rng(derive_seed(seed, party.partition_id, Stream.AUDIT))
     labels = party.train_y.numpy()
     order = rng.permutation(labels.size)
     chosen: list[int] = []
@@ -133,7 +133,7 @@ def audit_party(
     mu = cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0
     model = _audit_model(cfg, party)
     model.load_state_dict(global_state)
-    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party_id, STREAM_AUDIT, 1))
+    generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party_id, Stream.AUDIT, 1))
     started = time.perf_counter()
     update = local_update(
         cfg, party, model, lr=protocol.local_lr, proximal_mu=mu, generator=generator, server_round=1,

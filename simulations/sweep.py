@@ -44,13 +44,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
 from common.config import ConfigError, parse_run_config
+from common.defences import DEFAULT_DEFENCE, DEFENCES
+from common.encodings import DEFAULT_ENCODING, ENCODINGS
+from common.partition import PARTITIONERS
+from common.io import write_json_atomic
+from common.registry import Registry
+from common.run_summary import RunRow, RunSummary, read_summary
 from simulations.compare import parse_overrides
 from simulations.report import write_report, write_runs_csv
 from simulations.local_flower import (
@@ -73,7 +79,6 @@ __all__ = [
     "main",
     "row_from_summary",
     "run_sweep",
-    "summary_encoding",
 ]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
@@ -81,17 +86,21 @@ DEFAULT_SWEEP = SWEEPS_DIR / "digits-default.toml"
 
 Strategy = Literal["fedprox", "fedavg", "one-shot-mixup"]
 Release = Literal["once", "per-epoch"]
-Encoding = Literal["singularized", "instahide"]
-Defence = Literal["none", "fed-augmix", "dp-mix-self", "dp-mix-diff"]
 
-DEFAULT_ENCODING = "singularized"
-"""The one-shot encoding a run config means when it names none (Algorithm 1). Run configs of
-singularized runs leave the key out, so their run keys, and with them the names of results
-computed before encodings existed, stay what they were."""
 
-DEFAULT_DEFENCE = "none"
-"""The iterative strategies' client-side defence when a run config names none (plain local
-training); like the encoding, only another defence is written into a run config."""
+def _registered(registry: Registry, values: list[str] | None) -> list[str] | None:
+    for value in values or []:
+        registry.get(value)  # UnknownVariant (a ValueError) names the known ones
+    return values
+
+
+Encoding = Annotated[str, AfterValidator(lambda v: _registered(ENCODINGS, [v])[0])]
+Defence = Annotated[str, AfterValidator(lambda v: _registered(DEFENCES, [v])[0])]
+LAYOUT_PARTITIONERS = {"table5": "dirichlet", "table6": "size-skew"}
+"""The partitioner of each paper layout: Table 5 has equal sizes, Table 6 one data-poor party."""
+
+# Only a non-default encoding or defence is written into a run config, so the run keys of
+# runs computed before encodings and defences existed, and with them their names, stay.
 
 # Keys the sweep sets itself per run; a sweep file or --set may not fix them.
 SWEEP_KEYS = ("strategy", "seed", "beta", "rho", "partitioner", "poor-party", "release", "encoding", "defence",
@@ -116,11 +125,23 @@ class TableSpec(BaseModel):
     beta: list[float] = Field(min_length=1)
     rho: list[float] | None = None
     poor_party: int = Field(0, ge=0)
+    partitioner: str | None = Field(None, description="registered partitioner; default by layout: Table 5 "
+                                    "'dirichlet' (equal sizes), Table 6 'size-skew' (one data-poor party)")
     strategies: list[Strategy] | None = None
     releases: list[Release] | None = None
     encodings: list[Encoding] | None = None
     defences: list[Defence] | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("partitioner")
+    @classmethod
+    def _known_partitioner(cls, value: str | None) -> str | None:
+        return None if value is None else _registered(PARTITIONERS, [value])[0]
+
+    @property
+    def partitioner_name(self) -> str:
+        """The partitioner this block's runs use."""
+        return self.partitioner or LAYOUT_PARTITIONERS[self.layout]
 
     @field_validator("parties")
     @classmethod
@@ -272,11 +293,9 @@ def expand_runs(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) 
                             for release, encoding, defence in variants:
                                 config: dict[str, Any] = {**spec.settings, **table.settings, **overrides}
                                 config.update(strategy=strategy, seed=seed, beta=float(beta))
+                                config["partitioner"] = table.partitioner_name
                                 if table.layout == "table6":
-                                    config.update({"partitioner": "size-skew", "rho": float(rho),
-                                                   "poor-party": table.poor_party})
-                                else:
-                                    config["partitioner"] = "dirichlet"
+                                    config.update({"rho": float(rho), "poor-party": table.poor_party})
                                 if release:
                                     config["release"] = release
                                 if encoding and encoding != DEFAULT_ENCODING:
@@ -323,89 +342,13 @@ def validate_runs(runs: Iterable[SweepRun], *, summaries_dir: Path) -> None:
         raise SweepError("\n".join(lines))
 
 
-def _pct(value: float | None) -> float | None:
-    return None if value is None else 100.0 * float(value)
-
-
-def summary_encoding(summary: Mapping[str, Any]) -> str:
-    """The one-shot encoding a run summary was made with; "" for the iterative strategies.
-
-    Summaries written before encodings existed name none: they are singularized mixup.
-    """
-    if summary["strategy"] != "one-shot-mixup":
-        return ""
-    privacy = summary.get("privacy") or {}
-    return str(summary["config"].get("encoding") or privacy.get("encoding") or DEFAULT_ENCODING)
-
-
-def row_from_summary(run: SweepRun, summary: Mapping[str, Any], *, summary_path: Path) -> dict[str, Any]:
-    """The CSV row of one run (see :data:`simulations.report.RUNS_CSV_COLUMNS`).
-
-    Parameters
-    ----------
-    run : SweepRun
-        The planned run (its block, layout and cell).
-    summary : mapping
-        The JSON summary the ServerApp wrote for it.
-    summary_path : Path
-        Where that summary lies (kept in the row so the report can read per-round histories).
-
-    Returns
-    -------
-    dict
-        Accuracies in percent, of the model selected on validation; the last epoch's/round's
-        accuracy beside it, never chosen. ``encoding`` is "singularized" or "instahide" for a
-        one-shot run and "" for an iterative one. InstaHide has no noise, so its noise mode,
-        tau and SNR are empty; its exposures count how often each private sample is a private
-        component of a released row, and ``instahide_k``/``instahide_k_private`` say how many
-        samples (private ones) each row mixes. ``public_fraction`` is the share of the training
-        split held out before partitioning (0 for summaries that predate it).
-    """
-    result = summary["result"]
-    privacy = summary.get("privacy") or {}
-    comm = summary["communication"]
-    config = summary["config"]
-    one_shot = summary["strategy"] == "one-shot-mixup"
-    encoding = summary_encoding(summary)
-    instahide = encoding == "instahide"
-    singularized = one_shot and not instahide
-    releases = (privacy.get("releases_per_party") or {}).get("max", 1) if one_shot else 0
-    exposure_kind = "as_private_component" if instahide else "as_clean_component"
-    exposures = (privacy.get("exposures_per_private_sample") or {}).get(exposure_kind) or {}
-    return {
-        "run_key": run.key,
-        "table": run.table,
-        "layout": run.layout,
-        "strategy": run.strategy,
-        "release": run.release,
-        "encoding": encoding,
-        "defence": "" if one_shot else str(config.get("defence", DEFAULT_DEFENCE)),
-        "parties": summary["num_parties"],
-        "beta": run.beta,
-        "rho": run.rho,
-        "seed": run.seed,
-        "dataset": config["dataset"],
-        "backbone": config.get("backbone", "none"),
-        "noise_mode": privacy.get("noise_mode", "") if singularized else "",
-        "tau": privacy.get("tau") if singularized else None,
-        "instahide_k": privacy.get("k", config.get("instahide-k")) if instahide else None,
-        "instahide_k_private": privacy.get("k_private", config.get("instahide-k-private")) if instahide else None,
-        "public_fraction": float(config.get("public-fraction", 0.0)),
-        "test_accuracy": _pct(result["test_accuracy"]),
-        "selected_at": result.get("selected_epoch", result.get("selected_round")),
-        "last_test_accuracy": _pct(result.get("last_epoch_test_accuracy", result.get("last_round_test_accuracy"))),
-        "selected_by": result["selected_by"],
-        "rounds": summary["rounds"],
-        "releases_per_party": int(releases) if one_shot else 0,
-        "exposures_per_sample": int(exposures.get("max", releases)) if one_shot else 0,
-        "bytes_uploaded": int(comm["bytes_uploaded"]),
-        "bytes_downloaded": int(comm["bytes_downloaded"]),
-        "bytes_uploaded_per_party": float(comm["bytes_uploaded"]) / summary["num_parties"],
-        "bytes_downloaded_per_party": float(comm["bytes_downloaded"]) / summary["num_parties"],
-        "wall_seconds": float(summary["wall_seconds"]),
-        "snr_pc1_mean": (privacy.get("snr_pc1") or {}).get("mean") if singularized else None,
-        "summary_path": str(summary_path),
-    }
+def row_from_summary(run: SweepRun, summary: RunSummary, *, summary_path: Path) -> dict[str, Any]:
+    """The ``runs.csv`` row of one run (:class:`common.run_summary.RunRow`): the planned run's
+    block, layout and cell, and the summary's figures (accuracies in percent)."""
+    return RunRow.from_summary(
+        summary, run_key=run.key, table=run.table, layout=run.layout, release=run.release, beta=run.beta,
+        rho=run.rho, seed=run.seed, summary_path=summary_path,
+    ).model_dump()
 
 
 # ------------------------------------------------------------------------------ execution
@@ -575,9 +518,7 @@ class _SweepLock:
 
 
 def _write_json(path: Path, payload: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, payload)
 
 
 def collect_rows(runs: Iterable[SweepRun], *, summaries_dir: Path) -> list[dict[str, Any]]:
@@ -586,7 +527,7 @@ def collect_rows(runs: Iterable[SweepRun], *, summaries_dir: Path) -> list[dict[
     for run in runs:
         path = summaries_dir / f"{run.name}.json"
         if path.exists():
-            rows.append(row_from_summary(run, json.loads(path.read_text(encoding="utf-8")), summary_path=path))
+            rows.append(row_from_summary(run, read_summary(path), summary_path=path))
     return rows
 
 
@@ -659,7 +600,7 @@ def run_sweep(
                 seconds = time.perf_counter() - started
                 if code == 0 and summary_path.exists():
                     outcome.computed.append(run.name)
-                    acc = 100 * json.loads(summary_path.read_text(encoding="utf-8"))["result"]["test_accuracy"]
+                    acc = 100 * read_summary(summary_path).result.test_accuracy
                     bar.write(f"  {run.name}: {acc:.2f} % in {seconds:.0f} s")
                 else:
                     failure = {"name": run.name, "table": run.table, "exit_code": code, "log": str(log_path),

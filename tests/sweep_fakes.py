@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from common.run_summary import RunSummary
+
 
 def fake_summary(run, run_config: dict) -> dict:
     """A summary with the keys the ServerApp writes; accuracy depends on the cell so tables differ.
@@ -27,36 +29,45 @@ def fake_summary(run, run_config: dict) -> dict:
               "public-fraction": run_config.get("public-fraction", 0.0),
               "instahide-k": run_config.get("instahide-k", 4),
               "instahide-k-private": run_config.get("instahide-k-private", 2)}
+    rounds = (epochs if per_epoch else 1) if one_shot else int(run_config.get("num-rounds", 50))
     summary = {
         "strategy": run.strategy,
         "num_parties": run.parties,
         "config": config,
-        "rounds": (epochs if per_epoch else 1) if one_shot else int(run_config.get("num-rounds", 50)),
-        "result": {"test_accuracy": acc, "selected_by": "lowest validation loss",
-                   ("selected_epoch" if one_shot else "selected_round"): 2,
-                   ("last_epoch_test_accuracy" if one_shot else "last_round_test_accuracy"): acc - 0.01},
-        "communication": {"bytes_uploaded": 1000 * run.parties * releases, "bytes_downloaded": 10 * run.parties},
+        "rounds": rounds,
+        "result": {"test_accuracy": acc, "test_loss": 0.5, "selected_by": "lowest validation loss",
+                   "selected_at": 2, "last_test_accuracy": acc - 0.01, "train_seconds": 1.0},
+        "communication": {"bytes_uploaded": 1000 * run.parties * releases, "bytes_downloaded": 10 * run.parties,
+                          "bytes_uploaded_per_party": 1000.0 * releases, "bytes_downloaded_per_party": 10.0,
+                          "messages_sent": run.parties * rounds, "messages_received": run.parties * rounds},
         "wall_seconds": 1.5,
+        "started_utc": "2026-12-02T00:00:00+00:00",
+        "versions": {"flwr": "fake"},
+        "server_device": "cpu",
+        "inputs": {"dataset": config["dataset"]},
     }
+    per_party = {"mean": releases, "max": releases, "min": releases}
     if one_shot and instahide:
+        exposures = {"mean": 2.5 * releases, "max": 3 * releases}
         summary["privacy"] = {
             "encoding": "instahide", "release_mode": run.release, "noise_mode": "none", "tau": None,
             "k": config["instahide-k"], "k_private": config["instahide-k-private"], "public_pool_size": 360,
-            "releases_per_party": {"mean": releases, "max": releases, "min": releases},
-            "exposures_per_private_sample": {"as_private_component": {"mean": 2.5 * releases, "max": 3 * releases}},
+            "releases_per_party": per_party, "exposures_per_sample": exposures,
+            "exposures_per_private_sample": {"as_private_component": exposures},
         }
         summary["history"] = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 4)]
     elif one_shot:
         summary["privacy"] = {
             "encoding": "singularized", "release_mode": run.release, "noise_mode": "clamped", "tau": 1e-6,
-            "releases_per_party": {"mean": releases, "max": releases, "min": releases},
-            "exposures_per_private_sample": {"as_clean_component": {"mean": releases, "max": releases}},
+            "releases_per_party": per_party, "exposures_per_sample": per_party,
+            "exposures_per_private_sample": {"as_clean_component": per_party},
             "snr_pc1": {"mean": 3.0, "max": 4.0},
         }
         summary["history"] = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 4)]
     else:
+        summary["defence"] = {"defence": run_config.get("defence", "none"), "model_norm": "batch"}
         summary["history"] = [{"round": r, "val_loss": 1.0 / r, "test_accuracy": acc - 0.1 / r} for r in range(1, 4)]
-    return summary
+    return RunSummary.model_validate(summary).model_dump(mode="json")
 
 
 class JournalingExecutor:

@@ -173,7 +173,7 @@ def test_instahide_settings_are_checked_together():
     with pytest.raises(ConfigError, match="run config key 'public-fraction'"):
         parse_run_config({"encoding": "instahide"})
     with pytest.raises(ConfigError, match="run config key 'instahide-k-private'"):
-        parse_run_config({"instahide-k": 2, "instahide-k-private": 3})
+        parse_run_config({"encoding": "instahide", "instahide-k": 2, "instahide-k-private": 3})
     with pytest.raises(ConfigError, match="run config key 'encoding'"):
         parse_run_config({"encoding": "instahide", "public-fraction": 0.2, "strategy": "fedprox"})
     # k = k_private needs no public pool.

@@ -1,4 +1,4 @@
-"""The client-side defences as the ClientApp runs them (client.defences), their configuration,
+"""The client-side defences as the ClientApp runs them (common.defences), their configuration,
 the server's aggregation of per-party privacy figures, and their place in sweeps and reports."""
 
 from __future__ import annotations
@@ -9,13 +9,15 @@ import pytest
 import torch
 from flwr.app import MetricRecord, RecordDict
 
-from client.defences import _FromPixels, dp_mix_epsilon, local_update
+from common.defences import local_update
+from common.defences.dp_mix import dp_mix_epsilon
+from common.defences.fed_augmix import _FromPixels
 from client.party import load_party
 from common.config import ConfigError, parse_run_config
 from common.dp_mix import dp_epsilon, steps_per_epoch
 from common.model import MixupClassifier
 from common.training import train_local
-from server.federated import _train_metrics
+from server.strategies import aggregate_with_extremes
 from simulations.sweep import SweepSpec, expand_runs
 
 P = 5
@@ -123,7 +125,7 @@ def test_defence_settings_are_checked_with_the_key_named():
         parse_run_config({"strategy": "fedprox", "defence": "fed-augmix", "dataset": "cifar10", "data-dir": "/d",
                           "backbone": "resnet18"})
     ok = parse_run_config({"strategy": "fedavg", "defence": "dp-mix-diff", "diffusion-model-path": "/models/sd"})
-    assert ok.uses_dp_mix and ok.model_norm == "layer"
+    assert ok.defence_spec.extreme_metrics == ("dp-epsilon",) and ok.model_norm == "layer"
     assert parse_run_config({"strategy": "fedprox", "defence": "fed-augmix"}).model_norm == "batch"
 
 
@@ -137,11 +139,11 @@ def test_dp_mix_diff_without_the_local_model_fails_loudly(tmp_path):
 def test_server_keeps_the_worst_and_best_party_epsilon_not_their_average():
     replies = [RecordDict({"metrics": MetricRecord({"num-examples": n, "train-loss": 1.0, "dp-epsilon": e})})
                for n, e in ((100, 2.0), (300, 8.0), (100, 3.0))]
-    aggregated = _train_metrics(replies, "num-examples")
+    aggregated = aggregate_with_extremes(replies, "num-examples", extremes=("dp-epsilon",))
     assert aggregated["dp-epsilon-max"] == 8.0 and aggregated["dp-epsilon-min"] == 2.0
     assert "dp-epsilon" not in aggregated
     assert aggregated["train-loss"] == pytest.approx(1.0)
-    plain = _train_metrics([RecordDict({"metrics": MetricRecord({"num-examples": 5, "train-loss": 2.0})})],
+    plain = aggregate_with_extremes([RecordDict({"metrics": MetricRecord({"num-examples": 5, "train-loss": 2.0})})],
                            "num-examples")
     assert dict(plain) == {"train-loss": 2.0}
 

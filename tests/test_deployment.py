@@ -204,10 +204,10 @@ def deployment(tmp_path_factory):
         yield info
 
 
-def _flwr_run(info, run_config: str, *, timeout: float = 300) -> tuple[int, str]:
-    """``flwr run <repo> <federation> --stream`` against the deployment; its exit code and log."""
+def _flwr_run(info, run_config: str, *, timeout: float = 300, app_dir: Path = ROOT) -> tuple[int, str]:
+    """``flwr run <app> <federation> --stream`` against the deployment; its exit code and log."""
     log = info["logs"] / "flwr-run.log"
-    cmd = [deploy.executable("flwr", info["env"]), "run", str(ROOT), FEDERATION, "--stream",
+    cmd = [deploy.executable("flwr", info["env"]), "run", str(app_dir), FEDERATION, "--stream",
            "--run-config", run_config]
     with log.open("w") as handle:
         proc = subprocess.Popen(cmd, env=info["env"], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
@@ -360,10 +360,14 @@ FAULTY = {2: "test-fault='nan-upload'", 3: "test-fault='silent' test-fault-secon
 @pytest.fixture(scope="module")
 def faulty_deployment(tmp_path_factory):
     """A second deployment of 4 SuperNodes: parties 0 and 1 behave, party 2 uploads NaNs,
-    party 3 never answers. Fault injection needs MIXUPFL_ALLOW_FAULT_INJECTION=1 on the node."""
+    party 3 never answers. The faults are played by the test-only ClientApp
+    (tests/fault_injection.py), installed by running a copy of the app that names it."""
+    from app_variants import app_with_components
+
     configs = [f"require-secure-rng=true {FAULTY.get(i, '')}".strip() for i in range(4)]
-    with _deployment(tmp_path_factory.mktemp("faulty"), keys=4, node_configs=configs,
-                     extra_env={"MIXUPFL_ALLOW_FAULT_INJECTION": "1"}) as info:
+    base = tmp_path_factory.mktemp("faulty")
+    with _deployment(base, keys=4, node_configs=configs) as info:
+        info["app"] = app_with_components(base / "app", clientapp="tests.fault_injection:app")
         yield info
 
 
@@ -371,7 +375,8 @@ def faulty_deployment(tmp_path_factory):
 def test_malformed_upload_is_rejected_and_a_silent_party_tolerated_under_quorum(faulty_deployment):
     out = faulty_deployment["base"] / "runs"
     code, text = _flwr_run(faulty_deployment, "central-epochs=3 secure-rng=true expected-parties=4 quorum=2 "
-                                              f"round-timeout=30.0 output-dir='{out}' run-name='faulty'")
+                                              f"round-timeout=30.0 output-dir='{out}' run-name='faulty'",
+                          app_dir=faulty_deployment["app"])
     assert code == 0, text[-3000:]
     summary = json.loads((out / "faulty.json").read_text())
     # The run completed on the two good parties ...

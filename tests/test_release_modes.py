@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from client import release as release_module
+from common.encodings import singularized as singularized_module
 from client.party import load_party
 from client.release import make_release, mixing_seed
 from common.config import ConfigError, parse_run_config
@@ -39,20 +39,20 @@ def test_first_epoch_of_per_epoch_is_the_once_release_and_later_epochs_are_fresh
 
 def test_calibration_is_computed_once_per_party():
     cfg, party = _party(release="per-epoch", seed=7)
-    release_module._CALIBRATIONS.clear()
+    singularized_module._CALIBRATIONS.clear()
     calls = []
-    original = release_module.data_statistics
+    original = singularized_module.data_statistics
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    release_module.data_statistics = counting
+    singularized_module.data_statistics = counting
     try:
         for epoch in (1, 2, 3):
             make_release(cfg, party, device=CPU, epoch=epoch, with_validation=epoch == 1)
     finally:
-        release_module.data_statistics = original
+        singularized_module.data_statistics = original
     assert len(calls) == 1
 
 

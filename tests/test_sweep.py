@@ -26,6 +26,7 @@ from simulations.sweep import (
     run_sweep,
     unique_runs,
 )
+from common.run_summary import RunSummary
 from sweep_fakes import JournalingExecutor, fake_summary, journal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -229,13 +230,14 @@ def test_row_from_summary_reads_the_figures_that_name_how_a_number_was_made(tmp_
     spec = load_sweep(_sweep_file(tmp_path))
     run = next(r for r in expand_runs(spec) if r.release == "per-epoch")
     summary = fake_summary(run, run.run_config)
-    row = row_from_summary(run, summary, summary_path=tmp_path / "s.json")
+    row = row_from_summary(run, RunSummary.model_validate(summary), summary_path=tmp_path / "s.json")
     assert row["test_accuracy"] == pytest.approx(100 * summary["result"]["test_accuracy"])
     assert row["selected_at"] == 2 and row["noise_mode"] == "clamped" and row["tau"] == 1e-6
     assert row["releases_per_party"] == row["exposures_per_sample"] == 3
     assert row["bytes_uploaded_per_party"] == pytest.approx(summary["communication"]["bytes_uploaded"] / run.parties)
     fl = next(r for r in expand_runs(spec) if r.strategy == "fedprox")
-    fl_row = row_from_summary(fl, fake_summary(fl, fl.run_config), summary_path=tmp_path / "f.json")
+    fl_row = row_from_summary(fl, RunSummary.model_validate(fake_summary(fl, fl.run_config)),
+                              summary_path=tmp_path / "f.json")
     assert fl_row["release"] == "" and fl_row["tau"] is None and fl_row["exposures_per_sample"] == 0
 
 
@@ -371,10 +373,26 @@ def test_rows_carry_the_encoding_and_instahide_has_no_noise_columns(tmp_path):
     assert "[table4.md](table4.md)" in (out / "report.md").read_text()
 
 
-def test_row_of_an_old_summary_without_encoding_is_singularized(tmp_path):
+def test_summaries_of_the_previous_schema_are_read_by_the_one_adapter(tmp_path):
+    """A summary as the ServerApp wrote it before the typed summary (selected_epoch /
+    last_epoch_test_accuracy, no schema version, no generic exposure figure, and, older
+    still, no encoding) reads as singularized mixup with the same figures."""
+    from common.run_summary import read_summary
+
     spec = load_sweep(_sweep_file(tmp_path))
     run = next(r for r in expand_runs(spec) if r.release == "once")
     summary = fake_summary(run, run.run_config)
-    del summary["config"]["encoding"], summary["config"]["public-fraction"], summary["privacy"]["encoding"]
-    row = row_from_summary(run, summary, summary_path=tmp_path / "s.json")
+    result = summary["result"]
+    summary["result"] = {"test_accuracy": result["test_accuracy"], "test_loss": 0.5,
+                         "selected_epoch": 4, "selected_val_loss": 0.7,
+                         "last_epoch_test_accuracy": result["last_test_accuracy"], "train_seconds": 1.0,
+                         "selected_by": result["selected_by"]}
+    del summary["schema_version"], summary["privacy"]["exposures_per_sample"], summary["privacy"]["encoding"]
+    del summary["config"]["encoding"], summary["config"]["public-fraction"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(summary))
+    read = read_summary(path)
+    assert read.result.selected_at == 4 and read.result.last_test_accuracy == result["last_test_accuracy"]
+    row = row_from_summary(run, read, summary_path=path)
     assert row["encoding"] == "singularized" and row["public_fraction"] == 0.0 and row["tau"] == 1e-6
+    assert row["exposures_per_sample"] == 1 and row["selected_at"] == 4

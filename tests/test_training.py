@@ -280,19 +280,33 @@ def test_train_centralized_row_order_makes_batches_independent_of_storage_order(
         assert torch.equal(states[0][key], states[1][key]), key
 
 
-def test_train_centralized_fresh_data_is_asked_for_every_later_epoch():
+def test_central_trainer_keeps_one_schedule_across_epochs_of_fresh_data():
+    """The one-shot strategy's per-epoch release: each epoch trains on other rows, the cosine
+    schedule spans the first epoch's step count times the epochs and ends at 0, and a loop of
+    train_epoch on the same rows is exactly train_centralized."""
+    from common.training import CentralTrainer
+
     x, y = _clusters(200, seed=30)
     vx, vy = _clusters(100, seed=31)
-    asked = []
-
-    def fresh(epoch):
-        asked.append(epoch)
-        fx, fy = _clusters(200, seed=100 + epoch)
-        return fx, fy, None
-
+    torch.manual_seed(0)
     model = MixupClassifier(in_dim=10, num_classes=3)
-    result = train_centralized(model, x, y, val_x=vx, val_y=vy, epochs=4, generator=_gen(32),
-                               batch_size=64, fresh_data=fresh)
-    assert asked == [2, 3, 4]
-    assert len(result.history) == 4
-    assert result.history[-1].lr == pytest.approx(0.0, abs=1e-12)
+    trainer = CentralTrainer(model, rows=200, epochs=4, generator=_gen(32), batch_size=64)
+    assert trainer.total_steps == 4 * 4  # 200 rows in batches of 64: 3 full batches and one of 8
+    for epoch in range(1, 5):
+        fx, fy = _clusters(200, seed=100 + epoch)
+        trainer.train_epoch(fx, fy)
+    assert trainer.step == trainer.total_steps
+    assert trainer.lr == pytest.approx(0.0, abs=1e-12)
+    # The same rows every epoch through the trainer == train_centralized, weight for weight.
+    torch.manual_seed(1)
+    b = MixupClassifier(in_dim=10, num_classes=3)
+    result = train_centralized(b, x, y, val_x=vx, val_y=vy, epochs=3, generator=_gen(5), batch_size=64)
+    torch.manual_seed(1)
+    c = MixupClassifier(in_dim=10, num_classes=3)
+    loop = CentralTrainer(c, rows=200, epochs=3, generator=_gen(5), batch_size=64)
+    for _ in range(3):
+        loop.train_epoch(x, y)
+    for key, value in c.state_dict().items():
+        assert torch.equal(value, result.last_state[key]), key
+
+

@@ -9,8 +9,12 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from server.metered_grid import MeteredGrid
-from server.one_shot import collect_releases
-from server.validation import FIRST_RELEASE_METRICS, UploadCheck, UploadRejected
+from common.encodings import get_encoding
+from server.collection import collect_releases
+from server.validation import UploadCheck, UploadRejected
+
+SINGULARIZED, INSTAHIDE = get_encoding("singularized"), get_encoding("instahide")
+FIRST_RELEASE_METRICS = SINGULARIZED.first_release_metrics
 
 ROWS, DIM, CLASSES = 6, 4, 3
 
@@ -30,7 +34,8 @@ def _release(rows=ROWS, *, pid=0, dtype=np.float32, val=True, **changes):
 
 
 def _check(**kwargs):
-    defaults = dict(row_shape=(DIM,), num_classes=CLASSES, input_dtype="float32", num_partitions=4, max_bytes=10_000)
+    defaults = dict(row_shape=(DIM,), num_classes=CLASSES, input_dtype="float32", num_partitions=4, max_bytes=10_000,
+                    encoding=SINGULARIZED)
     return UploadCheck(**{**defaults, **kwargs})
 
 
@@ -147,43 +152,55 @@ def test_collection_keeps_valid_parties_and_lists_every_rejection(task_identity)
     assert [f["node-id"] for f in collected.failures] == [5]  # never answered
 
 
-def test_injected_nan_upload_is_rejected_by_the_server_check(monkeypatch, task_identity):
-    """The deployment tests' broken party: only with the environment switch, and its upload
-    is exactly what the server's check rejects."""
+def test_injected_nan_upload_is_rejected_by_the_server_check(task_identity):
+    """The deployment tests' broken party (a test-only ClientApp, never the production one):
+    its upload is exactly what the server's check rejects."""
     from flwr.app import ConfigRecord, Context, MessageType
 
-    from client.app import FAULT_INJECTION_ENV, query
+    from tests.fault_injection import query
 
     msg = Message(RecordDict({"config": ConfigRecord({"epoch": 1, "with-validation": True})}), dst_node_id=5,
                   message_type=MessageType.QUERY)
     node = {"partition-id": 1, "num-partitions": 3, "test-fault": "nan-upload"}
     ctx = Context(run_id=1, node_id=5, node_config=node, state=RecordDict(),
                   run_config={"output-dir": "/tmp/mixupfl-test-runs"})
-    monkeypatch.delenv(FAULT_INJECTION_ENV, raising=False)
-    with pytest.raises(PermissionError, match=FAULT_INJECTION_ENV):
-        query(msg, ctx)
-    monkeypatch.setenv(FAULT_INJECTION_ENV, "1")
     reply = query(msg, ctx)
     arrays = {k: reply.content["release"][k].numpy() for k in reply.content["release"]}
     metrics = dict(reply.content["metrics"])
-    check = UploadCheck(row_shape=(64,), num_classes=10, input_dtype="float32", num_partitions=3, max_bytes=2**30)
+    check = UploadCheck(row_shape=(64,), num_classes=10, input_dtype="float32", num_partitions=3, max_bytes=2**30,
+                        encoding=SINGULARIZED)
     with pytest.raises(UploadRejected, match="x holds NaN"):
         check.check(node_id=5, arrays=arrays, metrics=metrics, with_validation=True)
+    # The same party through the production ClientApp sends a release the check accepts.
+    from client.app import query as production_query
+
+    honest = production_query(msg, ctx)
+    honest_arrays = {k: honest.content["release"][k].numpy() for k in honest.content["release"]}
+    assert check.check(node_id=6, arrays=honest_arrays, metrics=dict(honest.content["metrics"]),
+                       with_validation=True) == 1
     bad = Context(run_id=1, node_id=5, node_config={**node, "test-fault": "explode"}, state=RecordDict(),
                   run_config={"output-dir": "/tmp/mixupfl-test-runs"})
     with pytest.raises(ValueError, match="unknown test-fault"):
         query(msg, bad)
 
 
+def test_the_production_client_app_has_no_fault_switch():
+    """Fault injection lives in tests/fault_injection.py only."""
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "client" / "app.py").read_text()
+    assert "test-fault" not in source and "FAULT" not in source
+
+
 def test_instahide_uploads_carry_their_own_figures():
-    from server.validation import INSTAHIDE_FIRST_RELEASE_METRICS
+    INSTAHIDE_FIRST_RELEASE_METRICS = INSTAHIDE.first_release_metrics
 
     arrays, metrics = _release()
     insta_metrics = {k: v for k, v in metrics.items() if k not in FIRST_RELEASE_METRICS}
     insta_metrics.update({key: 1 for key in INSTAHIDE_FIRST_RELEASE_METRICS})
-    assert _check(encoding="instahide").check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True) == 0
+    assert _check(encoding=INSTAHIDE).check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True) == 0
     # A singularized run refuses a release without radius/SNR figures, and vice versa.
     with pytest.raises(UploadRejected, match="radius"):
         _check().check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True)
     with pytest.raises(UploadRejected, match="instahide-k"):
-        _check(encoding="instahide").check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+        _check(encoding=INSTAHIDE).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)

@@ -1,6 +1,22 @@
-"""Partitioners that split one labelled data set among collaborating parties."""
+"""Partitioners that split one labelled data set among collaborating parties.
 
-from .dirichlet import dirichlet_partition
-from .size_skew import size_skew_partition
+Adding a partitioner: one module with a subclass of :class:`Partitioner` decorated with
+``@PARTITIONERS.register``, imported below.
+"""
 
-__all__ = ["dirichlet_partition", "size_skew_partition"]
+from .base import PARTITIONERS, Partitioner, get_partitioner
+from .dirichlet import DirichletPartitioner, dirichlet_partition
+from .size_skew import SizeSkewPartitioner, size_skew_partition
+
+DEFAULT_PARTITIONER = "dirichlet"
+
+__all__ = [
+    "DEFAULT_PARTITIONER",
+    "PARTITIONERS",
+    "DirichletPartitioner",
+    "Partitioner",
+    "SizeSkewPartitioner",
+    "dirichlet_partition",
+    "get_partitioner",
+    "size_skew_partition",
+]

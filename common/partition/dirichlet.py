@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._balance import allocate, check_common, check_labels, dirichlet_counts, equal_sizes
+from .base import PARTITIONERS, Partitioner
 
 
 def dirichlet_partition(
@@ -51,3 +52,19 @@ def dirichlet_partition(
         labels, sizes, beta=beta, capacity=np.ones(num_parties), rng=rng
     )
     return allocate(labels, counts, rng)
+
+
+@PARTITIONERS.register
+class DirichletPartitioner(Partitioner):
+    """Equal party sizes, per-class proportions from ``Dir(beta)`` (the paper's Table 5)."""
+
+    name = "dirichlet"
+    label = "Dirichlet label skew, equal sizes"
+
+    def check_config(self, cfg) -> None:  # noqa: ANN001
+        if cfg.rho != 1.0:
+            raise ValueError("rho: only used with partitioner = 'size-skew'; set it to 1.0 or change partitioner")
+
+    def split(self, labels: np.ndarray, *, num_parties: int, cfg) -> list[np.ndarray]:  # noqa: ANN001
+        return dirichlet_partition(labels, num_parties=num_parties, beta=cfg.beta, seed=cfg.seed,
+                                   min_size=cfg.min_party_size)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._balance import allocate, check_common, check_labels, dirichlet_counts, equal_sizes
+from .base import PARTITIONERS, Partitioner
 
 
 def size_skew_partition(
@@ -69,3 +70,22 @@ def size_skew_partition(
     rng = np.random.default_rng(seed)
     counts = dirichlet_counts(labels, sizes, beta=beta, capacity=capacity, rng=rng)
     return allocate(labels, counts, rng)
+
+
+@PARTITIONERS.register
+class SizeSkewPartitioner(Partitioner):
+    """Dirichlet label skew plus one data-poor party (the paper's Table 6, equation 5)."""
+
+    name = "size-skew"
+    label = "Dirichlet label skew, one data-poor party"
+
+    def check_parties(self, cfg, num_parties: int) -> None:  # noqa: ANN001
+        if cfg.poor_party >= num_parties:
+            raise ValueError(f"poor-party {cfg.poor_party} outside [0, {num_parties})")
+
+    def split(self, labels: np.ndarray, *, num_parties: int, cfg) -> list[np.ndarray]:  # noqa: ANN001
+        return size_skew_partition(labels, num_parties=num_parties, beta=cfg.beta, rho=cfg.rho, seed=cfg.seed,
+                                   poor_party=cfg.poor_party, min_size=cfg.min_party_size)
+
+    def describe(self, cfg) -> str:  # noqa: ANN001
+        return f"{self.name} beta = {cfg.beta}, rho = {cfg.rho}, poor party {cfg.poor_party}"

@@ -1,0 +1,254 @@
+"""The typed run summary: what the ServerApp writes for every run, and what sweeps read.
+
+One JSON file per run (:meth:`RunSummary.write`); :func:`read_summary` reads it back, and
+:class:`RunRow` is the one-line form a sweep's ``runs.csv`` holds (its columns and their
+types are this model's fields). Summaries written before this schema existed are read by
+:func:`_upgrade_legacy` and nowhere else.
+
+Every accuracy is a fraction in [0, 1] here and a percentage in ``runs.csv`` and tables;
+each is stored next to how it was made: strategy, encoding or defence, release mode, noise
+mode, seed, and the rule that selected the model (never the test set).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from common.io import write_json_atomic
+
+__all__ = [
+    "Communication", "DefenceSummary", "Outcome", "Participation", "PrivacySummary", "RunRow", "RunSummary",
+    "SCHEMA_VERSION", "UnionFigures", "read_summary",
+]
+
+SCHEMA_VERSION = 2
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Outcome(_Model):
+    """The model a run reports and how it was chosen."""
+
+    test_accuracy: float = Field(ge=0, le=1, description="of the selected model, on the server's test set")
+    test_loss: float
+    selected_by: str = Field(description="the rule that chose the model (never the test set)")
+    selected_at: int = Field(ge=0, description="central epoch (one-shot) or round (iterative) of the selected model")
+    selected_val_loss: float | None = None
+    last_test_accuracy: float = Field(ge=0, le=1, description="of the last epoch's/round's model, never chosen")
+    train_seconds: float = Field(ge=0)
+    seconds_per_round: float | None = None
+
+
+class Communication(_Model):
+    """Payload bytes (array buffers plus serialised metric/config records) and messages."""
+
+    bytes_uploaded: int = Field(ge=0)
+    bytes_downloaded: int = Field(ge=0)
+    bytes_uploaded_per_party: float = Field(ge=0)
+    bytes_downloaded_per_party: float = Field(ge=0)
+    messages_sent: int = Field(ge=0)
+    messages_received: int = Field(ge=0)
+    note: str = "payload bytes: array buffers plus serialised metric/config records"
+
+
+class PrivacySummary(BaseModel):
+    """A one-shot run's privacy block; the encoding adds its own figures
+    (:meth:`common.encodings.Encoding.privacy_summary`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    encoding: str
+    release_mode: str
+    noise_mode: str = Field(description="'none' for an encoding without calibrated noise")
+    tau: float | None = Field(description="Theorem 2's target; nominal in the clamped mode (see the measured SNR)")
+    releases_per_party: dict[str, float]
+    exposures_per_sample: dict[str, float] = Field(
+        description="how often each private training sample was released (mean / max / min / std over parties)"
+    )
+    reidentification_rate: dict[str, float] = Field(default_factory=dict)
+
+
+class DefenceSummary(BaseModel):
+    """An iterative run's client-side defence; the defence adds its own figures
+    (:meth:`common.defences.Defence.summary`)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    defence: str
+    model_norm: str
+
+
+class UnionFigures(_Model):
+    """The one-shot union buffer on the server."""
+
+    train_rows: int = Field(ge=0)
+    val_rows: int = Field(ge=0)
+    buffer_peak_bytes: int = Field(ge=0)
+    buffer_used_bytes: int = Field(ge=0)
+    grow_events: int = Field(ge=0)
+    collect_seconds: float = Field(ge=0)
+    device: str
+    dtype: str
+
+
+class Participation(_Model):
+    """Who was expected, who connected, who contributed."""
+
+    expected: int
+    connected: int
+    quorum: int
+    contributed_partitions: list[int]
+    contributed_nodes: list[int]
+    not_contributing_nodes: list[int]
+
+
+class RunSummary(_Model):
+    """Everything one run reports. The result comes first; the full run config last."""
+
+    schema_version: int = SCHEMA_VERSION
+    strategy: str
+    result: Outcome
+    num_parties: int = Field(ge=1)
+    rounds: int = Field(ge=1, description="message rounds: 1 for a one-shot release, central epochs per epoch")
+    communication: Communication
+    wall_seconds: float = Field(ge=0)
+    privacy: PrivacySummary | None = None
+    defence: DefenceSummary | None = None
+    union: UnionFigures | None = None
+    memory: dict[str, Any] | None = None
+    participation: Participation | None = None
+    parties: list[dict[str, Any]] = Field(default_factory=list, description="each party's first-release metrics")
+    later_epochs: list[dict[str, Any]] = Field(default_factory=list)
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    rejections: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list, description="per epoch (one-shot) or per round")
+    started_utc: str
+    versions: dict[str, str]
+    server_device: str
+    inputs: dict[str, Any]
+    config: dict[str, Any]
+
+    @property
+    def one_shot(self) -> bool:
+        return self.privacy is not None
+
+    def write(self, path: Path | str) -> Path:
+        """Write atomically (no reader ever sees half a summary)."""
+        return write_json_atomic(path, self.model_dump(mode="json"))
+
+
+def _upgrade_legacy(raw: dict[str, Any]) -> dict[str, Any]:
+    """Summaries of schema 1 (before this module): other result keys, no schema version,
+    no generic exposure figure, no encoding in older one-shot ones. The only place that
+    knows about older versions."""
+    raw = dict(raw)
+    result = dict(raw["result"])
+    if "selected_at" not in result:
+        result["selected_at"] = result.pop("selected_epoch", result.pop("selected_round", 0))
+        result["last_test_accuracy"] = result.pop("last_epoch_test_accuracy", result.pop("last_round_test_accuracy", None))
+        result.pop("selected_epoch", None)
+        result.pop("selected_round", None)
+    raw["result"] = result
+    privacy = raw.get("privacy")
+    if privacy:
+        privacy = dict(privacy)
+        privacy.setdefault("encoding", raw.get("config", {}).get("encoding") or "singularized")
+        exposures = privacy.get("exposures_per_private_sample") or {}
+        privacy.setdefault("exposures_per_sample", exposures.get("as_private_component")
+                           or exposures.get("as_clean_component") or privacy.get("releases_per_party") or {})
+        raw["privacy"] = privacy
+    raw["schema_version"] = SCHEMA_VERSION
+    return raw
+
+
+def read_summary(path: Path | str) -> RunSummary:
+    """Read a run summary of any schema version."""
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    if raw.get("schema_version") != SCHEMA_VERSION:
+        raw = _upgrade_legacy(raw)
+    return RunSummary.model_validate(raw)
+
+
+class RunRow(_Model):
+    """One run as a row of a sweep's ``runs.csv`` (column order = field order).
+
+    Accuracies in percent, of the selected model, with the last epoch's/round's beside it.
+    ``encoding`` is the one-shot encoding ("" for the iterative strategies); ``defence`` the
+    iterative strategies' client-side defence ("" for one-shot). Encoding-specific columns
+    (``noise_mode``, ``tau``, ``instahide_k``, ``snr_pc1_mean``, ...) are empty where an
+    encoding has no such figure.
+    """
+
+    run_key: str
+    table: str
+    layout: str
+    strategy: str
+    release: str
+    encoding: str
+    defence: str
+    parties: int
+    beta: float
+    rho: float
+    seed: int
+    dataset: str
+    backbone: str
+    noise_mode: str
+    tau: float | None
+    instahide_k: int | None
+    instahide_k_private: int | None
+    public_fraction: float
+    test_accuracy: float
+    selected_at: int
+    last_test_accuracy: float
+    selected_by: str
+    rounds: int
+    releases_per_party: int
+    exposures_per_sample: int
+    bytes_uploaded: int
+    bytes_downloaded: int
+    bytes_uploaded_per_party: float
+    bytes_downloaded_per_party: float
+    wall_seconds: float
+    snr_pc1_mean: float | None
+    summary_path: str
+
+    @classmethod
+    def columns(cls) -> tuple[str, ...]:
+        return tuple(cls.model_fields)
+
+    @classmethod
+    def from_summary(cls, summary: RunSummary, *, run_key: str, table: str, layout: str, release: str,
+                     beta: float, rho: float, seed: int, summary_path: Path | str) -> RunRow:
+        """The row of one run; encoding-specific columns come from the encoding itself."""
+        from common.encodings import get_encoding  # the registries import the config, which imports this
+
+        privacy = summary.privacy
+        config = summary.config
+        fields: dict[str, Any] = {"noise_mode": "", "tau": None, "instahide_k": None, "instahide_k_private": None,
+                                  "snr_pc1_mean": None}
+        if privacy is not None:
+            fields.update(get_encoding(privacy.encoding).table_fields(privacy.model_dump()))
+        comm = summary.communication
+        releases = int(privacy.releases_per_party.get("max", 1)) if privacy else 0
+        return cls(
+            run_key=run_key, table=table, layout=layout, strategy=summary.strategy, release=release,
+            encoding=privacy.encoding if privacy else "",
+            defence=summary.defence.defence if summary.defence else "",
+            parties=summary.num_parties, beta=beta, rho=rho, seed=seed,
+            dataset=config["dataset"], backbone=config.get("backbone", "none"),
+            public_fraction=float(config.get("public-fraction", 0.0)),
+            test_accuracy=100 * summary.result.test_accuracy, selected_at=summary.result.selected_at,
+            last_test_accuracy=100 * summary.result.last_test_accuracy, selected_by=summary.result.selected_by,
+            rounds=summary.rounds, releases_per_party=releases,
+            exposures_per_sample=int(privacy.exposures_per_sample.get("max", releases)) if privacy else 0,
+            bytes_uploaded=comm.bytes_uploaded, bytes_downloaded=comm.bytes_downloaded,
+            bytes_uploaded_per_party=comm.bytes_uploaded / summary.num_parties,
+            bytes_downloaded_per_party=comm.bytes_downloaded / summary.num_parties,
+            wall_seconds=summary.wall_seconds, summary_path=str(summary_path), **fields,
+        )

@@ -1,0 +1,41 @@
+"""Which parties a run starts with."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.serverapp import Grid
+
+__all__ = ["wait_for_nodes"]
+
+log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
+
+
+def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, settle: float = 2.0) -> list[int]:
+    """Node ids to run with.
+
+    ``expected = 0`` (simulation): once at least ``quorum`` nodes are connected and the count
+    has not changed for ``settle`` seconds (simulated nodes all register at start).
+    ``expected > 0`` (deployment): as soon as ``expected`` nodes are connected; after
+    ``timeout`` seconds, with those connected if they reach ``quorum``, else the run fails.
+    """
+    deadline = time.monotonic() + timeout
+    last, stable_since = -1, time.monotonic()
+    while True:
+        ids = sorted(grid.get_node_ids())
+        if len(ids) != last:
+            last, stable_since = len(ids), time.monotonic()
+            if expected:
+                log.info("%d of %d expected parties connected", len(ids), expected)
+        if expected and len(ids) >= expected:
+            return ids
+        if not expected and len(ids) >= quorum and time.monotonic() - stable_since >= settle:
+            return ids
+        if time.monotonic() > deadline:
+            if len(ids) >= quorum:
+                log.warning("%d of %d expected parties connected after %.0f s: proceeding under quorum = %d",
+                            len(ids), expected, timeout, quorum)
+                return ids
+            raise RuntimeError(f"only {len(ids)} node(s) connected after {timeout:.0f} s; quorum is {quorum}")
+        time.sleep(0.2)

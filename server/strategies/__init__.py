@@ -1,0 +1,22 @@
+"""The ServerApp's strategies: one-shot collaboration, and FedProx / FedAvg with round
+selection on the parties' validation loss."""
+
+from server.strategies.federated import (
+    SELECTED_BY_VALIDATION,
+    SelectedModel,
+    ValidationSelectingFedAvg,
+    ValidationSelectingFedProx,
+    aggregate_with_extremes,
+)
+from server.strategies.one_shot import SELECTED_BY_MIXED_VALIDATION, OneShot, OneShotResult
+
+__all__ = [
+    "SELECTED_BY_MIXED_VALIDATION",
+    "SELECTED_BY_VALIDATION",
+    "OneShot",
+    "OneShotResult",
+    "SelectedModel",
+    "ValidationSelectingFedAvg",
+    "ValidationSelectingFedProx",
+    "aggregate_with_extremes",
+]

@@ -1,0 +1,203 @@
+"""One-shot collaboration as a strategy: query every party once, train on the union.
+
+In the style of ``flwr.serverapp.strategy``: constructed with keyword arguments,
+``start(grid=...)`` runs the protocol and returns a Flower ``Result`` (a subclass carrying
+the one-shot figures), and the strategy only builds and consumes messages besides the
+central training it owns. It is usable from any ServerApp::
+
+    strategy = OneShot(encoding=get_encoding("singularized"), central_epochs=100, seed=0)
+    result = strategy.start(grid=grid, node_ids=ids, row_shape=(64,), num_classes=10)
+
+With ``release = "per-epoch"`` the strategy queries every party again before each central
+epoch after the first and trains that epoch on the fresh union (the validation releases,
+sent with the first query, stay fixed for model selection).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from flwr.app import ArrayRecord, MetricRecord
+from flwr.serverapp.strategy import Result
+from torch import nn
+
+from common.encodings import Encoding
+from common.training import CentralTrainer, evaluate
+from server.collection import Collected, collect_releases
+from server.memory import MemoryProbe
+from server.metered_grid import MeteredGrid
+from server.validation import UploadCheck
+
+__all__ = ["OneShot", "OneShotResult"]
+
+log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run logs
+
+SELECTED_BY_MIXED_VALIDATION = "lowest loss on the parties' held-out mixed validation releases"
+
+
+@dataclass
+class OneShotResult(Result):
+    """Flower's ``Result`` (``arrays`` = the selected model; ``train_metrics_clientapp`` per
+    central epoch; ``evaluate_metrics_serverapp`` the test figures of the selected and the
+    last epoch's model) plus what the one-shot summary reports."""
+
+    selected_epoch: int = 0
+    selected_val_loss: float = math.nan
+    last_epoch: int = 0
+    parties: list[dict] = field(default_factory=list)
+    releases: Counter = field(default_factory=Counter)
+    failures: list[dict] = field(default_factory=list)
+    rejections: list[dict] = field(default_factory=list)
+    later_epochs: list[dict] = field(default_factory=list)
+    union: dict = field(default_factory=dict)
+    memory: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+class OneShot:
+    """One-shot collaboration: each party uploads an encoded release, the server trains.
+
+    Parameters
+    ----------
+    encoding : Encoding
+        What the parties release (:mod:`common.encodings`); it names the figures every
+        upload must carry.
+    model_fn : callable
+        ``model_fn(in_dim=..., num_classes=...) -> nn.Module``: the classifier trained on the union.
+    release : {"once", "per-epoch"}
+        One release per party, or fresh releases before every central epoch.
+    central_epochs, batch_size, lr, weight_decay : training recipe (appendix E).
+    seed : int
+        Seeds the model's initialisation and the batch order.
+    quorum : int
+        Fewest valid first releases the run proceeds with.
+    max_upload_bytes : int
+        Largest accepted upload of one party.
+    upload_dtype : str
+        Dtype the mixed inputs must arrive in.
+    device : torch.device
+        Where the union lives and the model trains.
+    """
+
+    def __init__(self, *, encoding: Encoding, model_fn: Callable[[int, int], nn.Module], release: str = "once",
+                 central_epochs: int = 100, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 seed: int = 0, quorum: int = 2, max_upload_bytes: int = 2**31, upload_dtype: str = "float32",
+                 device: torch.device | str = "cpu") -> None:
+        if release not in ("once", "per-epoch"):
+            raise ValueError(f"release must be 'once' or 'per-epoch', got {release!r}")
+        self.encoding = encoding
+        self.model_fn = model_fn
+        self.release = release
+        self.central_epochs = central_epochs
+        self.batch_size, self.lr, self.weight_decay = batch_size, lr, weight_decay
+        self.seed = seed
+        self.quorum = quorum
+        self.max_upload_bytes = max_upload_bytes
+        self.upload_dtype = upload_dtype
+        self.device = torch.device(device)
+
+    def summary(self) -> None:
+        """Log the strategy's configuration (as Flower's strategies do)."""
+        log.info("OneShot: encoding %s, release %s, %d central epochs, quorum %d", self.encoding.name,
+                 self.release, self.central_epochs, self.quorum)
+
+    def _collect(self, grid: MeteredGrid, node_ids: list[int], *, epoch: int, check: UploadCheck,
+                 timeout: float) -> Collected:
+        return collect_releases(grid, node_ids, timeout=timeout, device=self.device, epoch=epoch,
+                                with_validation=epoch == 1, check=check)
+
+    def start(
+        self,
+        *,
+        grid: MeteredGrid,
+        node_ids: list[int],
+        row_shape: tuple[int, ...],
+        num_classes: int,
+        num_partitions: int | None = None,
+        timeout: float = 3600,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> OneShotResult:
+        """Collect, train with epoch selection on the mixed validation releases, evaluate.
+
+        ``evaluate_fn(epoch, arrays)`` (the server's test set) is called for the selected and
+        the last epoch's model only: it reports, it never chooses.
+        """
+        self.summary()
+        partitions = num_partitions or len(node_ids)
+
+        def check() -> UploadCheck:  # one per collection: a party uploads once per query
+            return UploadCheck(row_shape=tuple(row_shape), num_classes=num_classes, input_dtype=self.upload_dtype,
+                               num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding)
+
+        probe = MemoryProbe(self.device).start()
+        first = self._collect(grid, node_ids, epoch=1, check=check(), timeout=timeout)
+        if len(first.party_metrics) < self.quorum:
+            raise RuntimeError(
+                f"{len(first.party_metrics)} valid release(s), fewer than quorum = {self.quorum}; "
+                f"failures: {first.failures}; rejections: {first.rejections}"
+            )
+        probe.checkpoint("collected")  # assembling the union alone, before training allocates
+        result = OneShotResult(
+            releases=Counter(int(m["partition-id"]) for m in first.party_metrics),
+            failures=list(first.failures), rejections=list(first.rejections),
+        )
+        torch.manual_seed(self.seed)
+        x, y, order = first.train.x, first.train.y, first.train.canonical_order()
+        model = self.model_fn(in_dim=int(x[0].numel()), num_classes=y.shape[1]).to(self.device)
+        trainer = CentralTrainer(model, rows=x.shape[0], epochs=self.central_epochs,
+                                 generator=torch.Generator().manual_seed(self.seed), batch_size=self.batch_size,
+                                 lr=self.lr, weight_decay=self.weight_decay)
+        every = max(1, self.central_epochs // 10)
+        best_state, best_loss = None, math.inf
+        started = time.perf_counter()
+        for epoch in range(1, self.central_epochs + 1):
+            if epoch > 1 and self.release == "per-epoch":
+                fresh = self._collect(grid, node_ids, epoch=epoch, check=check(), timeout=timeout)
+                if fresh.train.filled == 0:
+                    raise RuntimeError(f"epoch {epoch}: no party sent a release: {fresh.failures}")
+                result.releases.update(int(m["partition-id"]) for m in fresh.party_metrics)
+                result.failures.extend({**f, "epoch": epoch} for f in fresh.failures)
+                result.rejections.extend(fresh.rejections)
+                result.later_epochs.append({"epoch": epoch, "parties": len(fresh.party_metrics),
+                                            "rows": fresh.train.filled, "collect_seconds": fresh.seconds})
+                x, y, order = fresh.train.x, fresh.train.y, fresh.train.canonical_order()
+            train_loss = trainer.train_epoch(x, y, order)
+            val_loss, val_acc = evaluate(model, first.val.x, first.val.y)
+            result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                                   "val_accuracy": val_acc, "lr": trainer.lr})
+            result.train_metrics_clientapp[epoch] = MetricRecord({"train-loss": train_loss, "mixed-val-loss": val_loss})
+            if val_loss < best_loss:
+                best_loss, result.selected_epoch = val_loss, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            if epoch % every == 0 or epoch == self.central_epochs:
+                log.info("epoch %d/%d  train loss %.4f  val loss %.4f (mixed validation releases)",
+                         epoch, self.central_epochs, train_loss, val_loss)
+        result.train_seconds = time.perf_counter() - started
+        result.last_epoch = self.central_epochs
+        result.selected_val_loss = best_loss
+        last_arrays = ArrayRecord(model.state_dict())
+        result.arrays = ArrayRecord(best_state) if best_state is not None else last_arrays
+        if evaluate_fn is not None:
+            for epoch, arrays in ((result.selected_epoch, result.arrays), (result.last_epoch, last_arrays)):
+                metrics = evaluate_fn(epoch, arrays)
+                if metrics is not None:
+                    result.evaluate_metrics_serverapp[epoch] = metrics
+        result.memory = probe.stop(union_bytes=first.train.used_bytes + first.val.used_bytes)
+        result.parties = sorted(first.party_metrics, key=lambda m: m["partition-id"])
+        result.union = {
+            "train_rows": first.train.filled, "val_rows": first.val.filled,
+            "buffer_peak_bytes": first.train.peak_bytes + first.val.peak_bytes,
+            "buffer_used_bytes": first.train.used_bytes + first.val.used_bytes,
+            "grow_events": first.train.grow_events + first.val.grow_events,
+            "collect_seconds": first.seconds, "device": str(self.device),
+            "dtype": str(first.train.x.dtype).removeprefix("torch."),
+        }
+        return result
