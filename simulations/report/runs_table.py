@@ -16,18 +16,12 @@ from pathlib import Path
 
 from common.defences import DEFAULT_DEFENCE
 from common.encodings import DEFAULT_ENCODING
+from common.run_summary import RunRow
 from simulations.report.runs import MIXUP
 
 __all__ = ["RUNS_CSV_COLUMNS", "coerce_run", "read_runs_csv", "write_runs_csv"]
 
-RUNS_CSV_COLUMNS: tuple[str, ...] = (
-    "run_key", "table", "layout", "strategy", "release", "encoding", "defence", "parties", "beta", "rho", "seed",
-    "dataset", "backbone", "noise_mode", "tau", "instahide_k", "instahide_k_private", "public_fraction",
-    "test_accuracy", "selected_at",
-    "last_test_accuracy", "selected_by", "rounds", "releases_per_party", "exposures_per_sample",
-    "bytes_uploaded", "bytes_downloaded", "bytes_uploaded_per_party", "bytes_downloaded_per_party",
-    "wall_seconds", "snr_pc1_mean", "summary_path",
-)
+RUNS_CSV_COLUMNS: tuple[str, ...] = RunRow.columns()
 """Columns of the sweep runner's ``runs.csv``, in file order. ``encoding`` is the one-shot
 strategy's encoding (a name of :data:`common.encodings.ENCODINGS`) and empty for the iterative
 ones; ``defence`` is the iterative strategies' client-side defence (a name of
@@ -41,19 +35,19 @@ _COLUMNS_ADDED_LATER: dict[str, object] = {
     "encoding": "", "instahide_k": None, "instahide_k_private": None, "public_fraction": 0.0, "defence": "",
 }
 
-_INT_COLUMNS = frozenset({
-    "parties", "seed", "selected_at", "rounds", "releases_per_party", "exposures_per_sample",
-    "bytes_uploaded", "bytes_downloaded",
-})
-_FLOAT_COLUMNS = frozenset({
-    "beta", "rho", "test_accuracy", "last_test_accuracy", "bytes_uploaded_per_party",
-    "bytes_downloaded_per_party", "wall_seconds",
-})
-# Empty for the FL strategies, which have no privacy mechanism to describe (and, except for
-# public_fraction, for InstaHide, which adds no noise).
-_OPTIONAL_FLOAT_COLUMNS = frozenset({"tau", "snr_pc1_mean", "public_fraction"})
-# Empty except for InstaHide runs.
-_OPTIONAL_INT_COLUMNS = frozenset({"instahide_k", "instahide_k_private"})
+
+
+def _columns_of(kind: object) -> frozenset[str]:
+    """The columns whose type in :class:`common.run_summary.RunRow` is ``kind``."""
+    return frozenset(name for name, info in RunRow.model_fields.items() if info.annotation == kind)
+
+
+# Types come from the typed row: a column's type is declared once, in common.run_summary.
+_INT_COLUMNS = _columns_of(int)
+_FLOAT_COLUMNS = _columns_of(float)
+# Empty where a run has no such figure (the FL strategies have no privacy mechanism to describe).
+_OPTIONAL_FLOAT_COLUMNS = _columns_of(float | None)
+_OPTIONAL_INT_COLUMNS = _columns_of(int | None)
 
 
 def _parse_int(value: object, column: str, run_key: object) -> int:
