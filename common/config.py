@@ -39,153 +39,220 @@ class RunConfig(BaseModel):
 
     # What to run.
     strategy: Literal["one-shot-mixup", "fedprox", "fedavg"] = Field(
-        "one-shot-mixup", description="one-shot singularized mixup, or iterative FedProx / FedAvg"
+        "one-shot-mixup", description='`"one-shot-mixup"`, `"fedprox"` or `"fedavg"`'
     )
     dataset: Literal["digits", "mnist", "cifar10", "cifar100", "tiny-imagenet"] = Field(
-        "digits", description="data set; 'digits' is scikit-learn's bundled 8x8 digits (offline)"
+        "digits", description=(
+            "`digits` (scikit-learn's bundled 8x8 digits, 1,797 images in [0, 1], offline), `mnist`, `cifar10`, "
+            '`cifar100`, `tiny-imagenet`'
+        )
     )
     data_dir: str = Field(
-        "", description="absolute folder holding torchvision's layout / tiny-imagenet-200 (unused by digits)"
+        "", description=(
+            "absolute folder of a local copy: torchvision's layout (`MNIST/raw/`, `cifar-10-batches-py/`, "
+            '`cifar-100-python/`) or `tiny-imagenet-200/` (or that folder itself)'
+        )
     )
-    download: bool = Field(False, description="let torchvision download MNIST/CIFAR into data-dir if absent")
+    download: bool = Field(False, description=(
+            'let torchvision download MNIST/CIFAR into `data-dir` when absent (needs internet; Tiny-ImageNet is '
+            'never downloaded)'
+        ))
     test_fraction: float = Field(
-        0.2, gt=0, lt=1, description="share of a data set without official test split held out as test set"
+        0.2, gt=0, lt=1, description=(
+            'digits only: share held out as the global test set, stratified, fixed split seed 0. Image sets use '
+            'their official test split (Tiny-ImageNet: `val/`)'
+        )
     )
 
     # How the data is spread over the parties (one party per SuperNode).
     partitioner: str = Field(
-        "dirichlet", description="equal sizes with Dirichlet label skew, or one data-poor party"
+        "dirichlet", description=(
+            '`"dirichlet"`: equal party sizes, per-class proportions from Dir(beta); `"size-skew"`: one data-poor'
+            ' party (equation 5)'
+        )
     )
-    beta: float = Field(1.0, gt=0, description="Dirichlet concentration: smaller = stronger label skew")
-    rho: float = Field(1.0, gt=0, le=1, description="size-skew: n_poor / n_rich")
-    poor_party: int = Field(0, ge=0, description="size-skew: index of the data-poor party")
-    min_party_size: int = Field(10, ge=4, description="smallest allowed party")
+    beta: float = Field(1.0, gt=0, description='Dirichlet concentration; smaller = stronger label skew')
+    rho: float = Field(1.0, gt=0, le=1, description='size-skew only: n_poor / n_rich, in (0, 1]')
+    poor_party: int = Field(0, ge=0, description='size-skew only: index of the data-poor party')
+    min_party_size: int = Field(10, ge=4, description='smallest party allowed (a party needs samples to mix and to validate)')
     val_fraction: float = Field(
-        0.1, gt=0, lt=0.5, description="share of each party's data held out for model selection"
+        0.1, gt=0, lt=0.5, description="share of each party's data held out for model selection (never the test set)"
     )
-    seed: int = Field(0, ge=0, description="seed of partitioning, mixing, initialisation and batching")
+    seed: int = Field(0, ge=0, description='seed of partitioning, validation split, mixing, initialisation and batch order')
 
     # Singularized mixup (Algorithm 1, Theorem 2).
-    tau: float = Field(1e-6, gt=0, description="directional-SNR target of Theorem 2")
-    alpha: float = Field(0.7, gt=0.5, lt=1, description="largest mixing weight")
+    tau: float = Field(1e-6, gt=0, description="Theorem 2's directional-SNR target")
+    alpha: float = Field(0.7, gt=0.5, lt=1, description="largest mixing weight, 1/2 < alpha < 1 (0.7 as in the authors' code)")
     noise_mode: Literal["strict", "clamped"] = Field(
-        "clamped", description="strict Theorem 2 noise, or noisy partner clamped to the valid range"
+        "clamped", description=(
+            '`"strict"`: Theorem 2\'s noise as calibrated; `"clamped"`: noisy partner clipped to the data\'s valid '
+            "range before mixing (the authors' code)"
+        )
     )
     secure_rng: bool = Field(
-        False, description="draw the mixing randomness from the operating system's CSPRNG (deployment; "
-        "not reproducible)"
+        False, description=(
+            "draw all mixing randomness (partners, weights, noise) from the operating system's CSPRNG "
+            '(`os.urandom`) instead of `seed`: what a deployment must use; not reproducible. A SuperNode started '
+            'with node config `require-secure-rng=true` refuses runs without it'
+        )
     )
     release_guard: float = Field(
-        1e-6, gt=0, description="a party refuses to send a release with a row closer than this share of its "
-        "data's RMS row norm to one of its private rows"
+        1e-6, gt=0, description=(
+            "a party refuses to send a release in which a row lies within this share of its data's RMS row norm "
+            'of one of its private rows (raw data must never leave); the error names the row'
+        )
     )
     mf_formula: Literal["paper", "paper-code"] = Field(
-        "paper", description="Theorem 2's m_f, or the authors' code (no sqrt(d) factor)"
+        "paper", description=(
+            '`"paper"`: Theorem 2\'s `m_f`; `"paper-code"`: the authors\' code, which omits the `sqrt(d)` factor '
+            '(radius `sqrt(d)` times smaller, no Theorem 2 guarantee)'
+        )
     )
     upload_dtype: Literal["float32", "float16"] = Field(
-        "float32", description="dtype of the uploaded mixed inputs (soft labels stay float32)"
+        "float32", description=(
+            'dtype of the uploaded mixed inputs: `float32` or `float16` (half the bytes; a release that would '
+            'overflow float16 is refused, not sent as inf)'
+        )
     )
     release: Literal["once", "per-epoch"] = Field(
         "once",
-        description="'once': each party releases one mixed data set (the paper's protocol); 'per-epoch': "
-        "fresh mixtures of the same private data every central epoch (the paper's code), one upload per epoch",
+        description=(
+            'one-shot only. `"once"`: each party mixes its data once and uploads it in one message (the paper\'s '
+            'protocol; every private training sample is the clean component of exactly one released row). '
+            '`"per-epoch"`: the server asks for fresh mixtures of the same private data before every central '
+            "epoch (as the paper's code trains): `central-epochs` uploads per party, and every private sample is "
+            'exposed `central-epochs` times (the summary reports it)'
+        ),
     )
-    central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union")
+    central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union (one-shot)")
     encoding: str = Field(
-        "singularized", description="one-shot encoding: singularized mixup (Algorithm 1), or the InstaHide "
-        "comparator (sec. 3.1: k-sample mixes with public images and a random sign mask)"
+        "singularized", description=(
+            'one-shot only. `"singularized"`: Algorithm 1 (two private samples, noisy partner). `"instahide"`: '
+            "the paper's comparator (section 3.1, equations 3-4): every row mixes `instahide-k-private` private "
+            'samples and `instahide-k - instahide-k-private` rows of the public pool with Dirichlet weights and '
+            'flips the sign of every value at random; labels from the private part only (renormalised onto the '
+            'simplex). No calibrated noise: `tau`, `noise-mode` and `alpha` do not apply, and every private '
+            'sample appears in `instahide-k-private` rows of each release'
+        )
     )
-    instahide_k: int = Field(4, ge=1, description="InstaHide: samples per encoding (the paper's comparator: 4)")
-    instahide_k_private: int = Field(2, ge=1, description="InstaHide: how many of them are private")
+    instahide_k: int = Field(4, ge=1, description="InstaHide: samples per encoded row (the paper's Table 4 comparator is k = 4)")
+    instahide_k_private: int = Field(2, ge=1, description='InstaHide: how many of them are private (the rest come from the public pool)')
     public_fraction: float = Field(
-        0.0, ge=0, lt=0.9, description="share of the training split held out before partitioning as the public "
-        "pool (InstaHide's public images); no party holds it. Set it for both encodings to compare on the same "
-        "partitions"
+        0.0, ge=0, lt=0.9, description=(
+            'share of the training split held out, before partitioning, as the public pool (drawn from `seed`, so'
+            ' all parties agree; no party holds it as private data). InstaHide with `instahide-k > '
+            'instahide-k-private` needs it; set the same value for both encodings to compare them on the same '
+            'partitions'
+        )
     )
 
     # Frozen backbone (appendix E); 'none' trains on raw inputs.
     backbone: Literal["none", "resnet18", "resnet50"] = Field(
-        "none", description="frozen ImageNet feature extractor, or raw inputs"
+        "none", description='frozen ImageNet feature extractor: `none` (raw inputs), `resnet18`, `resnet50`'
     )
     backbone_weights: str = Field(
         "IMAGENET1K_V1",
-        description="torchvision enum name (IMAGENET1K_V1, IMAGENET1K_V2, DEFAULT), absolute .pth path, or 'none' (random init)",
+        description=(
+            "torchvision weight enum name (`IMAGENET1K_V1`, `IMAGENET1K_V2`, `DEFAULT`; read from torch's hub "
+            'cache, downloaded there if possible), an absolute path to a `state_dict` file, or `"none"` for '
+            'random initialisation. No silent fallback; the summary records source, name and SHA-256'
+        ),
     )
     feature_pool: Literal["flatten", "avg"] = Field(
-        "flatten", description="flatten layer4 (512x7x7 = 25,088 for ResNet-18) or average it"
+        "flatten", description='`flatten` layer4 (512x7x7 = 25,088 for ResNet-18 at 224 px, as the paper) or `avg` (512 / 2,048)'
     )
-    image_size: int = Field(224, ge=32, le=1024, description="side images are resized to before the backbone")
+    image_size: int = Field(224, ge=32, le=1024, description='side images are resized to before the backbone (appendix E: 224)')
     feature_cache_dir: str = Field(
         "~/mixup-fl-cache",
-        description="absolute folder (~ allowed) of extracted features, shared by all parties",
+        description=(
+            'absolute folder of extracted features, one file per (data set, split, backbone, weights, pooling, '
+            'size, data fingerprint), shared by all parties'
+        ),
         validate_default=True,
     )
-    extract_batch_size: int = Field(256, ge=1, description="images per backbone forward pass")
+    extract_batch_size: int = Field(256, ge=1, description='images per backbone forward pass')
     radius_sample: int = Field(
-        256, ge=2, description="images per party used to measure the feature displacement ||f(x+e) - f(x)||"
+        256, ge=2, description='images per party used to measure the feature displacement `||f(x+e) - f(x)||`'
     )
 
     # Iterative federated learning.
-    num_rounds: int = Field(50, ge=1, description="FedProx/FedAvg rounds")
-    local_epochs: int = Field(1, ge=1, description="local epochs per round")
-    proximal_mu: float = Field(1e-3, ge=0, description="FedProx proximal coefficient mu")
+    num_rounds: int = Field(50, ge=1, description='FedProx/FedAvg rounds')
+    local_epochs: int = Field(1, ge=1, description='local epochs per round')
+    proximal_mu: float = Field(1e-3, ge=0, description="FedProx's mu")
 
     # Client-side defences of the iterative strategies (Fed-AugMix, DP-Mix).
     defence: str = Field(
-        "none", description="FedProx/FedAvg only: the parties' local update is plain, Fed-AugMix (AugMix + "
-        "Jensen-Shannon consistency loss), or DP-SGD on DP-Mix views (self-mixups; 'diff' adds diffusion samples "
-        "from a local model)"
+        "none", description=(
+            'FedProx/FedAvg only: the parties\' local update. `"fed-augmix"`: AugMix (Algorithm 2 of Fed-AugMix) '
+            'on the raw images plus the Jensen-Shannon consistency loss; `"dp-mix-self"`: DP-SGD (Opacus) whose '
+            'per-sample gradient averages self-augmentations and self-mixups of that sample only, with (epsilon, '
+            'delta) reported per party; `"dp-mix-diff"`: also mixes with samples of a text-to-image diffusion '
+            'model read from `diffusion-model-path` (local only, never downloaded). Raw inputs only (`backbone = '
+            '"none"`). DP-Mix trains a LayerNorm classifier (Opacus cannot do per-sample gradients through '
+            'BatchNorm)'
+        )
     )
-    augmix_severity: float = Field(3.0, ge=0.1, le=10, description="Fed-AugMix: augmentation severity s (eq. 2)")
-    augmix_width: int = Field(3, ge=1, description="Fed-AugMix: augmentation chains per image (n)")
-    augmix_depth: int = Field(3, ge=1, description="Fed-AugMix: longest chain (lengths 1..depth)")
-    augmix_alpha: float = Field(1.0, gt=0, description="Fed-AugMix: Dirichlet chain weights and Beta skip weight")
-    js_weight: float = Field(50.0, ge=0, description="Fed-AugMix: JS consistency weight lambda")
+    augmix_severity: float = Field(3.0, ge=0.1, le=10, description="Fed-AugMix severity s in [0.1, 10]: each operation's level is U(0.1, s)/10 of its maximum (eq. 2)")
+    augmix_width: int = Field(3, ge=1, description='Fed-AugMix: chains per image (n)')
+    augmix_depth: int = Field(3, ge=1, description='Fed-AugMix: chain lengths drawn from 1..depth')
+    augmix_alpha: float = Field(1.0, gt=0, description='Fed-AugMix: Dirichlet(alpha) chain weights, Beta(alpha, alpha) skip weight')
+    js_weight: float = Field(50.0, ge=0, description='Fed-AugMix: lambda of the JS term (section V: 50)')
     js_large_weight: float = Field(
-        5e3, ge=0, description="Fed-AugMix loss scaling (sec. IV-E): lambda while L_c > js-scale * D_JS"
+        5e3, ge=0, description=(
+            'Fed-AugMix loss scaling (section IV-E): lambda becomes this while L_c > js-scale * D_JS (LargeVal = '
+            '5e3)'
+        )
     )
-    js_scale: float = Field(5e4, gt=0, description="Fed-AugMix loss scaling: the condition's Scale")
-    loss_scaling: bool = Field(True, description="Fed-AugMix: use the loss-scaling schedule (else constant js-weight)")
+    js_scale: float = Field(5e4, gt=0, description='Fed-AugMix loss scaling: Scale (5e4)')
+    loss_scaling: bool = Field(True, description='Fed-AugMix: the loss-scaling schedule on, or a constant `js-weight`')
     dp_noise_multiplier: float = Field(
-        1.0, ge=0, description="DP-Mix: DP-SGD noise multiplier sigma (noise std = sigma * dp-max-grad-norm)"
+        1.0, ge=0, description=(
+            'DP-Mix: DP-SGD noise multiplier sigma; noise std sigma * C on the sum of clipped per-sample '
+            'gradients'
+        )
     )
-    dp_max_grad_norm: float = Field(1.0, gt=0, description="DP-Mix: per-sample gradient clip C")
-    dp_delta: float = Field(1e-5, gt=0, lt=1, description="DP-Mix: delta of the reported (epsilon, delta)")
-    dpmix_augmentations: int = Field(4, ge=1, description="DP-Mix: self-augmentations K per sample")
-    dpmix_mixups: int = Field(4, ge=0, description="DP-Mix: mixups M of those (or with diffusion samples)")
-    dpmix_alpha: float = Field(1.0, gt=0, description="DP-Mix: Beta(alpha, alpha) of the mixup weight")
-    dpmix_max_shift: int = Field(1, ge=0, description="DP-Mix: largest random translation of a self-augmentation, px")
-    dpmix_flip: bool = Field(False, description="DP-Mix: random horizontal flips (off for digits)")
+    dp_max_grad_norm: float = Field(1.0, gt=0, description='DP-Mix: per-sample clip C')
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description='DP-Mix: delta of the reported (epsilon, delta), RDP accountant over all rounds')
+    dpmix_augmentations: int = Field(4, ge=1, description='DP-Mix: self-augmentations K per sample (random translations, flips if `dpmix-flip`)')
+    dpmix_mixups: int = Field(4, ge=0, description='DP-Mix: mixups M of pairs of those (DP-Mix_diff: of one with a diffusion sample)')
+    dpmix_alpha: float = Field(1.0, gt=0, description='DP-Mix: mixup weight ~ Beta(alpha, alpha)')
+    dpmix_max_shift: int = Field(1, ge=0, description='DP-Mix: largest translation of a self-augmentation, pixels')
+    dpmix_flip: bool = Field(False, description='DP-Mix: random horizontal flips (wrong for digits)')
     diffusion_model_path: str = Field(
-        "", description="DP-Mix_diff: absolute folder of a local text-to-image diffusion model (diffusers "
-        "layout); nothing is downloaded"
+        "", description='DP-Mix_diff: absolute folder of a local diffusers text-to-image model; required by `dp-mix-diff`'
     )
-    diffusion_samples_per_class: int = Field(8, ge=1, description="DP-Mix_diff: generated samples per class")
+    diffusion_samples_per_class: int = Field(8, ge=1, description='DP-Mix_diff: samples generated per class name')
 
     # Optimisation (appendix E).
-    batch_size: int = Field(128, ge=2)
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(128, ge=2, description='mini-batch size (appendix E)')
+    lr: float = Field(1e-3, gt=0, description='AdamW learning rate, cosine-annealed (per step on the server, per round for clients)')
+    weight_decay: float = Field(1e-4, ge=0, description='AdamW weight decay')
 
     # Execution and outputs.
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="where the server trains and parties extract, mix and train"
+        "auto", description='where the server trains and the parties extract, mix and train: `auto`, `cpu`, `cuda`'
     )
-    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for replies per round")
+    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for the parties' replies")
     expected_parties: int = Field(
-        0, ge=0, description="parties to wait for before starting (deployment); 0 = those connected at start"
+        0, ge=0, description=(
+            'deployment: parties (SuperNodes) to wait for before starting; `0` = those connected when the run '
+            'starts (simulation)'
+        )
     )
-    connect_timeout: float = Field(600.0, gt=0, description="seconds to wait for expected-parties to connect")
+    connect_timeout: float = Field(600.0, gt=0, description='seconds to wait for `expected-parties`; after it the run proceeds if at least `quorum` are connected')
     quorum: int = Field(
-        2, ge=1, description="fewest parties (connected, and with a valid one-shot release) a run proceeds with"
+        2, ge=1, description=(
+            'fewest connected parties, and fewest valid one-shot releases, a run proceeds with; parties that '
+            'never answer or whose upload is rejected are listed in the summary'
+        )
     )
-    max_upload_mb: float = Field(2048.0, gt=0, description="largest accepted one-shot upload per party, MiB")
+    max_upload_mb: float = Field(2048.0, gt=0, description='largest accepted one-shot upload of one party (all arrays of its reply), MiB')
     output_dir: str = Field(
         "~/mixup-fl-runs",
-        description="absolute folder (~ allowed) for run summaries",
+        description='absolute folder for run summaries (`~` allowed; the ServerApp does not run in the project folder)',
         validate_default=True,  # expand the default's ~ too
     )
-    run_name: str = Field("", description="name of the run's summary file; empty = generated")
+    run_name: str = Field("", description='file name of the summary; empty = strategy, data, parties, beta, seed and time')
 
     @field_validator("output_dir", "feature_cache_dir")
     @classmethod

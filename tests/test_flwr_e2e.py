@@ -1,45 +1,23 @@
 """End to end through `flwr run`: both strategies on a tiny configuration, and a bad
 run-config value stopping the ServerApp with the key named.
 
-Each test module run uses its own FLWR_HOME and its own local-SuperLink ports, and stops
-the SuperLink it started, so nothing is left running.
+The session's local SuperLink (tests/conftest.py) has its own FLWR_HOME and ports and is
+stopped at the end, so nothing is left running.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 
 import pytest
 
-from simulations.local_flower import flower_env, flwr_run, local_superlink_pids, stop_local_superlink
+from simulations.local_flower import flwr_run
 
 pytestmark = pytest.mark.slow
 
 TINY = {"central-epochs": 4, "num-rounds": 2, "min-party-size": 10}
 PARTIES = 3
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def flower(tmp_path_factory):
-    home = tmp_path_factory.mktemp("flwr-home")
-    env = flower_env(
-        home=home,
-        extra={
-            "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(_free_port()),
-            "FLWR_LOCAL_CONTROL_API_PORT": str(_free_port()),
-        },
-    )
-    yield home, env
-    stop_local_superlink(home)
-    assert local_superlink_pids(home) == [], "local SuperLink still running after the tests"
 
 
 def _run(flower, tmp_path: Path, name: str, **config) -> tuple[int, str, Path]:
@@ -72,7 +50,7 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert release_bytes < summary["communication"]["bytes_uploaded"] < release_bytes * 1.05
     assert summary["communication"]["bytes_downloaded"] < 2000  # queries carry no model
     assert 0.5 < summary["result"]["test_accuracy"] <= 1.0
-    assert 1 <= summary["result"]["selected_epoch"] <= TINY["central-epochs"]
+    assert 1 <= summary["result"]["selected_at"] <= TINY["central-epochs"]
     assert summary["privacy"]["tau"] == 1e-6
     assert summary["privacy"]["snr_pc1"]["mean"] > 0
     assert "tau vs measured SNR" in log
@@ -125,7 +103,6 @@ def test_instahide_encoding_runs_end_to_end_on_the_same_partitions(flower, tmp_p
     chance = 2 / min(p["num-examples"] for p in summary["parties"])
     assert 0 <= privacy["reidentification_rate"]["mean"] <= 1 and chance < 0.05
     assert "InstaHide k = 4" in log and "no calibrated noise" in log
-    assert 0.0 <= summary["result"]["test_accuracy"] <= 1.0  # 4 epochs: InstaHide barely learns (see README)
 
     code, log, path = _run(flower, tmp_path, "singularized-public", **shared)
     assert code == 0, log[-3000:]
@@ -145,7 +122,7 @@ def test_fedprox_runs_end_to_end(flower, tmp_path):
     assert [h["round"] for h in history] == [1, 2]
     assert all({"val_loss", "test_accuracy", "train_loss"} <= set(h) for h in history)
     best = min(history, key=lambda h: h["val_loss"])
-    assert summary["result"]["selected_round"] == best["round"]
+    assert summary["result"]["selected_at"] == best["round"]
     assert summary["result"]["test_accuracy"] == best["test_accuracy"]
     # Each round sends the model to every party twice (train, evaluate) and gets it back once.
     comm = summary["communication"]
@@ -159,7 +136,7 @@ def test_client_side_defences_run_end_to_end_and_leave_auditable_models(flower, 
     steps they took, and the saved global models feed the gradient-leakage audit."""
     import torch
 
-    from client.defences import dp_mix_epsilon
+    from common.defences.dp_mix import dp_mix_epsilon
     from client.party import load_party
     from common.config import parse_run_config
     from simulations.gradient_audit import AuditProtocol, audit_party, load_global_models
@@ -185,7 +162,7 @@ def test_client_side_defences_run_end_to_end_and_leave_auditable_models(flower, 
     # The global models the audit needs: the round-1 model and the selected round's.
     path = Path(tmp_path / "runs" / "dp-mix-self.weights.pt")
     models = load_global_models(path)
-    assert models["selected_round"] == dp["result"]["selected_round"] and models["norm"] == "layer"
+    assert models["selected_round"] == dp["result"]["selected_at"] and models["norm"] == "layer"
     assert set(models["initial"]) == set(models["selected"])
     assert not torch.equal(models["initial"]["net.1.weight"], models["selected"]["net.1.weight"])
     record, images = audit_party(cfg, party_id=0, num_parties=PARTIES, global_state=models["selected"],
