@@ -6,11 +6,21 @@ only the :class:`ObservedRelease` (what the server received) and an explicit
 originals (:mod:`attacks.evaluation`, :mod:`attacks.metrics`) and the party-side LPIPS
 post-filter (:mod:`attacks.lpips_filter`) are separate steps that do see the originals.
 
+Every attack implements one interface, :class:`attacks.base.Attack` (``name``, the
+``observes`` and ``requires`` types, ``reconstruct(observed, knowledge) -> Reconstruction``),
+and is registered by name in :data:`attacks.base.ATTACKS`; importing this package registers
+all four: ``"linear"`` (:mod:`attacks.linear`), ``"unet"`` (:mod:`attacks.unet`),
+``"carlini-instahide"`` (:mod:`attacks.instahide`) and ``"inverting-gradients"``
+(:mod:`attacks.gradient_inversion`). They share one total-variation prior
+(:mod:`attacks.regularisers`) and one Adam set-up (:mod:`attacks.optim`).
+
 LPIPS (:mod:`attacks.lpips_metric`) is imported lazily by its module; importing this
 package does not import ``lpips``.
 """
 
-from .evaluation import ReconstructionScores, evaluate_reconstruction, reidentification_rate
+from .base import ATTACKS
+from .evaluation import ReconstructionScores, evaluate_reconstruction, reconstruction_scores, reidentification_rate
+from .gradient_inversion import InvertingGradientsAttack
 from .instahide import (
     CarliniInstaHideAttack,
     InstaHideKnowledge,
@@ -32,13 +42,16 @@ from .threat_model import (
     grant_knowledge,
     observe,
 )
+from .unet import UNetAttack, train_unet_attacker
 
 __all__ = [
+    "ATTACKS",
     "Attack",
     "AttackerKnowledge",
     "CarliniInstaHideAttack",
     "FilterResult",
     "InstaHideKnowledge",
+    "InvertingGradientsAttack",
     "LinearInversionAttack",
     "LpipsMetric",
     "LpipsWeightsMissing",
@@ -46,6 +59,7 @@ __all__ = [
     "Reconstruction",
     "ReconstructionScores",
     "ReleaseLike",
+    "UNetAttack",
     "evaluate_reconstruction",
     "grant_instahide_knowledge",
     "grant_knowledge",
@@ -53,10 +67,12 @@ __all__ = [
     "neighbour_precision",
     "observe",
     "psnr",
+    "reconstruction_scores",
     "reidentification_rate",
     "shares_component",
     "similarity_neighbours",
     "snr_db",
     "ssim",
     "summarise",
+    "train_unet_attacker",
 ]

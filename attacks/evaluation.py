@@ -8,6 +8,7 @@ outside the threat model: attacks themselves only see
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -17,8 +18,7 @@ from common.leakage import nearest_source_rate
 from .metrics import psnr, snr_db, ssim, summarise
 from .threat_model import ObservedRelease, Reconstruction
 
-__all__ = ["ReconstructionScores", "evaluate_reconstruction", "reidentification_rate"]
-
+__all__ = ["ReconstructionScores", "evaluate_reconstruction", "reconstruction_scores", "reidentification_rate"]
 
 
 @dataclass(frozen=True)
@@ -110,3 +110,74 @@ def reidentification_rate(observed: ObservedRelease, originals: torch.Tensor, pa
     """
     # One implementation, shared with the parties' own measurement in every run summary.
     return nearest_source_rate(originals.detach().cpu(), observed.x.detach().cpu(), torch.as_tensor(partner).cpu())
+
+
+# -- gradient inversion's batch scores ---------------------------------------------------------
+
+
+def reconstruction_scores(original: torch.Tensor, estimate: torch.Tensor, *, data_range: float) -> dict[str, float]:
+    """Mean MSE, PSNR (dB) and SSIM of a reconstructed batch, paired by index and matched.
+
+    ``original`` and ``estimate`` are ``(B, *sample_shape)``. The index pairing (row ``i``
+    against original ``i``) is the natural one since the labels are known and the attack
+    keeps their order; samples sharing a label can nevertheless come out permuted, so the
+    ``*_matched`` scores use the assignment of reconstructions to originals that minimises
+    the total MSE (:func:`scipy.optimize.linear_sum_assignment`). PSNR and SSIM are the
+    per-sample values of :mod:`attacks.metrics` averaged over the batch; SSIM is ``nan`` for
+    samples that are not images (fewer than two axes).
+
+    ``mse_centred`` and ``psnr_centred`` (index pairing) compare ``x_i - mean_j x_j`` with
+    ``x^_i - mean_j x^_j``: the batch with its own mean image removed. A model whose first
+    layer is ``Linear -> BatchNorm`` (:class:`common.model.MixupClassifier` with
+    ``norm="batch"``) has a parameter update that is exactly invariant to a common shift
+    ``x_i -> x_i + b`` of the whole batch (BatchNorm removes ``W b``, and the first-layer
+    weight gradient ``sum_i delta_i x_i^T`` has ``sum_i delta_i = 0``), and nearly invariant
+    to a common scale; the batch mean is then not identifiable from the parameters (only
+    from the BatchNorm buffers, which
+    :class:`~attacks.gradient_inversion.InvertingGradientsAttack` ignores), and the
+    centred scores measure what is.
+
+    Returns
+    -------
+    dict
+        ``mse``, ``psnr``, ``ssim``, ``mse_matched``, ``psnr_matched``, ``ssim_matched``,
+        ``mse_centred``, ``psnr_centred`` and ``matched_in_place`` (fraction of rows the
+        matching leaves at their index).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    if original.shape != estimate.shape:
+        raise ValueError(f"original {tuple(original.shape)} and estimate {tuple(estimate.shape)} differ in shape")
+    if original.ndim < 2 or original.shape[0] == 0:
+        raise ValueError(f"expected a non-empty batch (B, *sample_shape), got shape {tuple(original.shape)}")
+    x = original.detach().to("cpu", torch.float64)
+    x_hat = estimate.detach().to("cpu", torch.float64)
+    b = x.shape[0]
+    images = x.ndim in (3, 4)
+
+    def scores(est: torch.Tensor) -> tuple[float, float, float]:
+        mse = (x - est).flatten(1).square().mean(1)
+        p = summarise(psnr(x, est, data_range=data_range))["mean"]
+        s = summarise(ssim(x, est, data_range=data_range))["mean"] if images else math.nan
+        return float(mse.mean()), p, s
+
+    cost = (x_hat.reshape(b, 1, -1) - x.reshape(1, b, -1)).square().mean(2)  # cost[j, i]: estimate j vs original i
+    rows, cols = linear_sum_assignment(cost.numpy())
+    matched = torch.empty_like(x_hat)
+    matched[torch.as_tensor(cols)] = x_hat[torch.as_tensor(rows)]
+    mse, p, s = scores(x_hat)
+    mse_m, p_m, s_m = scores(matched)
+    x_c, x_hat_c = x - x.mean(0, keepdim=True), x_hat - x_hat.mean(0, keepdim=True)
+    mse_c = (x_c - x_hat_c).flatten(1).square().mean(1)
+    p_c = summarise(psnr(x_c, x_hat_c, data_range=data_range))["mean"]
+    return {
+        "mse": mse,
+        "psnr": p,
+        "ssim": s,
+        "mse_matched": mse_m,
+        "psnr_matched": p_m,
+        "ssim_matched": s_m,
+        "mse_centred": float(mse_c.mean()),
+        "psnr_centred": p_c,
+        "matched_in_place": float((torch.as_tensor(rows) == torch.as_tensor(cols)).double().mean()),
+    }

@@ -21,6 +21,8 @@ both of which start from ``|x~|``, where the sign mask is gone:
    through the soft labels), solve the noisy system ``|W X + public part| = |x~|`` by
    gradient descent: :class:`CarliniInstaHideAttack`.
 
+Stage 1 and its scoring live in :mod:`attacks.clustering` and are re-exported here.
+
 Threat model
 ------------
 Attacks here see only :class:`~attacks.threat_model.ObservedRelease` (what the server
@@ -42,7 +44,11 @@ import torch
 
 from common.instahide import InstaHideRelease
 
-from .linear import _adam, _bounds, _tv_and_grad, _tv_per_image
+from .base import ATTACKS, Attack
+from .clustering import SIMILARITIES, neighbour_precision, shares_component, similarity_neighbours
+from .linear import _bounds
+from .optim import ProjectedAdam
+from .regularisers import has_tv, tv_and_grad, tv_per_image
 from .threat_model import ObservedRelease, Reconstruction, ValidRange, _copy_range, _cpu_copy
 
 __all__ = [
@@ -55,10 +61,6 @@ __all__ = [
     "shares_component",
     "similarity_neighbours",
 ]
-
-SIMILARITIES = ("correlation", "centred-cosine", "cosine")
-# Rows of the similarity matrix computed at once by similarity_neighbours (about 2**24 values).
-_SIMILARITY_CHUNK_VALUES = 2**24
 
 
 # -- threat model ------------------------------------------------------------------------------
@@ -201,7 +203,8 @@ def grant_instahide_knowledge(
 # -- stage 2: the noisy linear system on absolute values ---------------------------------------
 
 
-class CarliniInstaHideAttack:
+@ATTACKS.register
+class CarliniInstaHideAttack(Attack[ObservedRelease, InstaHideKnowledge]):
     r"""Recover the private samples from ``|x~|`` with the mixing graph known (Carlini stage 2).
 
     The attacker knows the mixing graph ``pi_s(i)`` (``knowledge.private_index``), the
@@ -230,9 +233,9 @@ class CarliniInstaHideAttack:
       ``v_i = sum_{t > k_s} w_it^2``, so ``r_i = 1 / (v_i + noise_floor)``, normalised to
       mean 1 (a weighted least-squares solve; all ``r_i = 1`` when ``k = k_s`` or with
       ``noise_weighting=False``).
-    * ``TV`` is the anisotropic total variation of :class:`~attacks.linear.LinearInversionAttack`
-      (mean absolute vertical + horizontal differences of a ``(C, H, W)`` sample), skipped
-      for 1-D samples.
+    * ``TV`` is the anisotropic total variation of :mod:`attacks.regularisers`, as in
+      :class:`~attacks.linear.LinearInversionAttack` (mean absolute vertical + horizontal
+      differences of a ``(C, H, W)`` sample), skipped for 1-D samples.
     * The last term is a Gaussian prior centred on the public mean (used only when
       ``public_mean`` is granted): the public data set tells the attacker what an image
       looks like on average. It makes the system, whose matrix ``W`` is square with
@@ -286,6 +289,8 @@ class CarliniInstaHideAttack:
     """
 
     name = "carlini-instahide"
+    observes = ObservedRelease
+    requires = InstaHideKnowledge
 
     def __init__(
         self,
@@ -352,16 +357,14 @@ class CarliniInstaHideAttack:
         lo, hi = _bounds(knowledge.valid_range, (dim,), dev, dtype)
 
         X = self._initial(n, dim, mu, lo, hi, dev, dtype).requires_grad_(True)
-        optimiser = _adam(X, self.lr)
-        use_tv = len(shape) >= 2 and self.tv_weight > 0 and shape[-1] * shape[-2] > 1
+        # Fused Adam (same update, several times faster), projected onto the valid range.
+        solver = ProjectedAdam(X, lr=self.lr, bounds=(lo, hi), fused=True)
+        use_tv = self.tv_weight > 0 and has_tv(shape)
         last = {"data": float("nan"), "tv": 0.0, "prior": 0.0, "total": float("nan")}
         for _ in range(self.steps):
-            optimiser.zero_grad(set_to_none=True)
-            last = self._objective(X, problem, use_tv)
-            optimiser.step()
-            if lo is not None:
-                with torch.no_grad():
-                    X.clamp_(lo, hi)
+            solver.zero_grad()
+            last = self._objective(X, problem, use_tv)  # sets X.grad
+            solver.step()
         with torch.no_grad():
             final = self._objective(X, problem, use_tv, backward=False)
         details = {
@@ -450,7 +453,7 @@ class CarliniInstaHideAttack:
                 grad.add_(diff, alpha=2 * self.prior_weight * scale)
         if use_tv:
             images = Xd.reshape(n, *p.shape)
-            tv_value, tv_grad = _tv_and_grad(images, need_grad=backward)
+            tv_value, tv_grad = tv_and_grad(images, need_grad=backward)
             totals["tv"] = float(tv_value) * self.tv_weight / n
             if backward:
                 grad.add_(tv_grad.reshape(n, dim), alpha=self.tv_weight / n)
@@ -504,168 +507,6 @@ def instahide_reference_loss(
     loss = sq.mean()
     if public_mean is not None and prior_weight > 0:
         loss = loss + prior_weight * (flat - public_mean.reshape(1, -1)).square().mean()
-    if X.ndim >= 3 and X.shape[-1] * X.shape[-2] > 1 and tv_weight > 0:
-        loss = loss + tv_weight * _tv_per_image(X).mean()
+    if has_tv(X.shape[1:]) and tv_weight > 0:
+        loss = loss + tv_weight * tv_per_image(X).mean()
     return loss
-
-
-# -- stage 1: which encodings share a private component ----------------------------------------
-
-
-def _features(absolute: torch.Tensor, similarity: str) -> torch.Tensor:
-    """Rows of unit norm whose dot products are the chosen similarity."""
-    z = absolute
-    if similarity == "correlation":
-        z = (z - z.mean(0, keepdim=True)) / z.std(0, keepdim=True).clamp_min(1e-12)
-        z = z - z.mean(1, keepdim=True)
-    elif similarity == "centred-cosine":
-        z = z - z.mean(0, keepdim=True)
-    return z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-def similarity_neighbours(
-    observed: ObservedRelease,
-    *,
-    neighbours: int,
-    similarity: str = "correlation",
-    label_compatible: bool = False,
-) -> torch.Tensor:
-    r"""For every encoding, the ``neighbours`` encodings most likely to share a private sample.
-
-    This is the attacker's clustering step (Carlini stage 1, Luo step 2): it sees only the
-    released rows ``x~`` (and, with ``label_compatible``, the soft labels ``y~``), works on
-    ``A = |x~|`` (flattened ``(n, d)``), where the sign mask is gone, and ranks the other
-    rows by a similarity:
-
-    * ``"correlation"`` (default): every coordinate is standardised over the rows,
-      ``Z_{ic} = (A_{ic} - \bar A_c) / s_c``, then similarity is the Pearson correlation
-      of rows ``Z_i`` and ``Z_j``. Subtracting the mean ``|x~|`` image removes what all
-      encodings share (the average digit, the public mean), so what is left of a shared
-      private sample dominates the covariance; dividing by ``s_c`` keeps the few
-      high-variance pixels from swamping it. On InstaHide-encoded digits (300 private
-      rows, ``k = 4``, ``k_s = 2``, five seeds) it finds sharing rows clearly better than
-      the alternatives: precision at 2 neighbours 0.073-0.095 against 0.055-0.077 for
-      plain cosine, chance 0.0067.
-    * ``"centred-cosine"``: cosine of ``A_i - \bar A`` (the mean ``|x~|`` image removed).
-    * ``"cosine"``: cosine of the raw ``A_i``.
-
-    With ``label_compatible`` the candidates whose soft-label support (classes with
-    ``y~ > 0``) is disjoint from the row's are ranked after all compatible ones: two rows
-    sharing a private sample share its class, so this uses leakage through the labels too.
-
-    Carlini et al. train a comparator network on encodings of public data for this step
-    (and Luo et al. a stronger one); a fixed correlation is a weaker attacker, so the
-    precision found here is a lower bound on what clustering achieves.
-
-    Parameters
-    ----------
-    observed : ObservedRelease
-        What the server received.
-    neighbours : int
-        How many neighbours per row (``1 <= neighbours <= n - 1``).
-    similarity : {"correlation", "centred-cosine", "cosine"}
-    label_compatible : bool
-        Rank label-incompatible rows last (see above).
-
-    Returns
-    -------
-    torch.Tensor
-        int64 ``(n, neighbours)``, most similar first; a row is never its own neighbour.
-    """
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
-    n = observed.n
-    if not 1 <= neighbours <= n - 1:
-        raise ValueError(f"neighbours must be between 1 and n - 1 = {n - 1}, got {neighbours}")
-    absolute = observed.x.reshape(n, -1).to(torch.float64).abs()
-    z = _features(absolute, similarity)
-    support = (observed.y.reshape(n, -1) > 0).to(torch.float64) if label_compatible else None
-    out = torch.empty(n, neighbours, dtype=torch.int64)
-    step = max(1, _SIMILARITY_CHUNK_VALUES // max(n, 1))
-    for start in range(0, n, step):
-        stop = min(start + step, n)
-        sim = z[start:stop] @ z.T  # in [-1, 1]
-        if support is not None:
-            compatible = (support[start:stop] @ support.T) > 0
-            sim = sim - 4.0 * (~compatible).to(sim.dtype)
-        rows = torch.arange(start, stop)
-        sim[rows - start, rows] = -math.inf
-        out[start:stop] = sim.topk(neighbours, dim=1).indices
-    return out
-
-
-# -- evaluation (needs the true mixing graph: experimenter side) -------------------------------
-
-
-def shares_component(sources: torch.Tensor) -> torch.Tensor:
-    """True pairs of the clustering problem. *Evaluation only*: needs the true mixing graph.
-
-    Parameters
-    ----------
-    sources : torch.Tensor
-        Integer ``(n, s)``: the source indices (``>= 0``) mixed into each row; for InstaHide
-        the release's ``private_index``, for singularized mixup
-        ``torch.stack([torch.arange(n), partner], 1)``.
-
-    Returns
-    -------
-    torch.Tensor
-        Bool ``(n, n)``: entry ``(i, j)`` is true when ``i != j`` and rows ``i`` and ``j``
-        have a source index in common.
-    """
-    if sources.ndim != 2 or sources.dtype.is_floating_point or sources.dtype.is_complex or sources.dtype == torch.bool:
-        raise ValueError(f"sources must be an integer tensor of shape (n, s), got {tuple(sources.shape)}, {sources.dtype}")
-    n, s = sources.shape
-    src = sources.detach().cpu().long()
-    if src.numel() and int(src.min()) < 0:
-        raise ValueError("source indices must be >= 0")
-    shared = torch.zeros(n, n, dtype=torch.bool)
-    for a in range(s):
-        for b in range(s):
-            shared |= src[:, a : a + 1] == src[:, b].reshape(1, n)
-    shared.fill_diagonal_(False)
-    return shared
-
-
-def neighbour_precision(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, float]:
-    """Score predicted neighbours against the true pairs. *Evaluation only*.
-
-    Parameters
-    ----------
-    predicted : torch.Tensor
-        Integer ``(n, m)``: ``m`` predicted neighbours per row (e.g. from
-        :func:`similarity_neighbours`).
-    truth : torch.Tensor
-        Bool ``(n, n)`` true pairs (e.g. from :func:`shares_component`); the diagonal is
-        ignored.
-
-    Returns
-    -------
-    dict
-        ``precision``: share of the ``n m`` predictions that are true pairs;
-        ``chance``: density of true pairs among the ``n (n - 1)`` ordered pairs ``i != j``,
-        the expected precision of random neighbours;
-        ``recall``: share of the true ordered pairs that were predicted (repeated
-        predictions count once; ``nan`` without true pairs).
-    """
-    if truth.ndim != 2 or truth.shape[0] != truth.shape[1] or truth.dtype != torch.bool:
-        raise ValueError(f"truth must be a bool (n, n) tensor, got {tuple(truth.shape)}, {truth.dtype}")
-    n = truth.shape[0]
-    if predicted.ndim != 2 or predicted.shape[0] != n or predicted.dtype.is_floating_point:
-        raise ValueError(f"predicted must be an integer ({n}, m) tensor, got {tuple(predicted.shape)}, {predicted.dtype}")
-    if n < 2:
-        raise ValueError("need at least two rows")
-    pred = predicted.detach().cpu().long()
-    if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= n):
-        raise ValueError(f"predicted indices must lie in 0 .. {n - 1}")
-    off = truth.detach().cpu().clone()
-    off.fill_diagonal_(False)
-    hits = off.gather(1, pred)
-    found = torch.zeros(n, n, dtype=torch.bool)
-    found.scatter_(1, pred, True)
-    true_pairs = int(off.sum())
-    return {
-        "precision": float(hits.float().mean()) if pred.numel() else math.nan,
-        "chance": true_pairs / (n * (n - 1)),
-        "recall": int((found & off).sum()) / true_pairs if true_pairs else math.nan,
-    }

@@ -1,4 +1,10 @@
-"""Linear inversion attack of sec. 5.1 / appendix F (gradient descent, after Luo et al. 2022)."""
+r"""Linear inversion attack of sec. 5.1 / appendix F (gradient descent, after Luo et al. 2022).
+
+Threat model: the conservative one of sec. 5.1. The attack sees the release
+(:class:`~attacks.threat_model.ObservedRelease`) and is granted the mixing weights and the
+partner graph (:class:`~attacks.threat_model.AttackerKnowledge`), optionally the valid input
+range; never the noise vectors, never a private input.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,9 @@ import time
 
 import torch
 
+from .base import ATTACKS, Attack
+from .optim import ProjectedAdam
+from .regularisers import has_tv, tv_and_grad, tv_per_image
 from .threat_model import AttackerKnowledge, ObservedRelease, Reconstruction
 
 __all__ = ["LinearInversionAttack", "reference_loss"]
@@ -16,7 +25,8 @@ _INITS = ("mixed", "midrange", "uniform")
 _AUTO_CHUNK_VALUES = 2**18
 
 
-class LinearInversionAttack:
+@ATTACKS.register
+class LinearInversionAttack(Attack[ObservedRelease, AttackerKnowledge]):
     r"""Recover the private inputs by inverting the known linear mixing with Adam.
 
     The attacker knows the mixing weights ``w`` and the partner permutation ``pi``, hence
@@ -40,9 +50,9 @@ class LinearInversionAttack:
     .. math::
 
         \mathrm{TV}(X_i) = \operatorname{mean}_{c,h,w} |X_{c,h+1,w} - X_{c,h,w}|
-                         + \operatorname{mean}_{c,h,w} |X_{c,h,w+1} - X_{c,h,w}| .
+                         + \operatorname{mean}_{c,h,w} |X_{c,h,w+1} - X_{c,h,w}|
 
-    TV is skipped for 1-D samples (flat vectors, features); for samples of more than two
+    (:mod:`attacks.regularisers`). TV is skipped for 1-D samples (flat vectors, features); for samples of more than two
     dimensions it acts on the last two. Adam runs ``steps`` full-batch steps; after each
     step ``X`` is clipped to the known valid range (``knowledge.valid_range``, skipped when
     not granted). With ``e_i = 0`` and a granted range this is a regularised least-squares
@@ -78,6 +88,8 @@ class LinearInversionAttack:
     """
 
     name = "linear"
+    observes = ObservedRelease
+    requires = AttackerKnowledge
 
     def __init__(
         self,
@@ -146,18 +158,16 @@ class LinearInversionAttack:
         lo, hi = _bounds(knowledge.valid_range, shape, dev, dtype)
 
         X = self._initial(target, lo, hi).requires_grad_(True)
-        optimiser = _adam(X, self.lr)
+        # Fused Adam (same update, several times faster), projected onto the valid range.
+        solver = ProjectedAdam(X, lr=self.lr, bounds=(lo, hi), fused=True)
         chunk = min(n, self.batch_rows or max(1, _AUTO_CHUNK_VALUES // max(dim, 1)))
-        use_tv = len(shape) >= 2 and self.tv_weight > 0 and shape[-1] * shape[-2] > 1
+        use_tv = self.tv_weight > 0 and has_tv(shape)
         data_scale = 1.0 / (n * dim)
         last = {"data": float("nan"), "tv": 0.0, "l2": 0.0}
         for _ in range(self.steps):
-            optimiser.zero_grad(set_to_none=True)
-            last = self._accumulate(X, target, a, b, partner, chunk, data_scale, use_tv)
-            optimiser.step()
-            if lo is not None:
-                with torch.no_grad():
-                    X.clamp_(lo, hi)
+            solver.zero_grad()
+            last = self._accumulate(X, target, a, b, partner, chunk, data_scale, use_tv)  # sets X.grad
+            solver.step()
         with torch.no_grad():
             final = self._accumulate(X, target, a, b, partner, chunk, data_scale, use_tv, backward=False)
         details = {
@@ -215,7 +225,7 @@ class LinearInversionAttack:
             totals["data"] += float(residual.square().sum()) * data_scale
             totals["l2"] += float(own.square().sum()) * self.l2_weight * data_scale
             if use_tv:
-                tv_value, tv_grad = _tv_and_grad(own, need_grad=backward)
+                tv_value, tv_grad = tv_and_grad(own, need_grad=backward)
                 totals["tv"] += float(tv_value) * self.tv_weight / n
             if backward:
                 g = grad[start:stop]
@@ -228,34 +238,6 @@ class LinearInversionAttack:
             X.grad = grad
         totals["total"] = totals["data"] + totals["tv"] + totals["l2"]
         return totals
-
-
-def _tv_and_grad(images: torch.Tensor, *, need_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Summed per-image anisotropic TV of a chunk, and its (sub)gradient."""
-    m = images.shape[0]
-    flat = images.reshape(m, -1, images.shape[-2], images.shape[-1])
-    total = images.new_zeros(())
-    grad = torch.zeros_like(flat) if need_grad else None
-    for axis in (2, 3):
-        size = flat.shape[axis]
-        if size < 2:
-            continue
-        diff = flat.narrow(axis, 1, size - 1) - flat.narrow(axis, 0, size - 1)
-        count = diff[0].numel()
-        total = total + diff.abs().sum() / count
-        if need_grad:
-            sign = diff.sign_().div_(count)
-            grad.narrow(axis, 1, size - 1).add_(sign)
-            grad.narrow(axis, 0, size - 1).sub_(sign)
-    return total, (grad.reshape(images.shape) if need_grad else None)
-
-
-def _adam(X: torch.Tensor, lr: float) -> torch.optim.Adam:
-    """Adam on ``X``; the fused kernel (same update, several times faster) when available."""
-    try:
-        return torch.optim.Adam([X], lr=lr, fused=True)
-    except (RuntimeError, TypeError, ValueError):
-        return torch.optim.Adam([X], lr=lr)
 
 
 def reference_loss(
@@ -276,21 +258,9 @@ def reference_loss(
     view = (n,) + (1,) * (X.ndim - 1)
     mixed = weights[:, 0].reshape(view) * X + weights[:, 1].reshape(view) * X[partner]
     loss = (mixed - target).square().mean() + l2_weight * X.square().mean()
-    if X.ndim >= 3 and X.shape[-1] * X.shape[-2] > 1:
-        loss = loss + tv_weight * _tv_per_image(X).mean()
+    if has_tv(X.shape[1:]):
+        loss = loss + tv_weight * tv_per_image(X).mean()
     return loss
-
-
-def _tv_per_image(images: torch.Tensor) -> torch.Tensor:
-    """Anisotropic TV of each image (mean absolute vertical + horizontal differences)."""
-    m = images.shape[0]
-    flat = images.reshape(m, -1, images.shape[-2], images.shape[-1])
-    tv = torch.zeros(m, dtype=images.dtype, device=images.device)
-    if flat.shape[-2] > 1:
-        tv = tv + (flat[:, :, 1:, :] - flat[:, :, :-1, :]).abs().flatten(1).mean(1)
-    if flat.shape[-1] > 1:
-        tv = tv + (flat[:, :, :, 1:] - flat[:, :, :, :-1]).abs().flatten(1).mean(1)
-    return tv
 
 
 def _bounds(valid_range, shape, device, dtype):

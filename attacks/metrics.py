@@ -8,7 +8,6 @@ need the private originals and are never called by an attack.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 import torch
 from torch.nn import functional as F

@@ -11,7 +11,8 @@ An attack sees *only* two objects:
   field ``None`` when not granted.
 
 Neither object has a field through which private inputs could reach an attack, and the
-:class:`Attack` protocol's ``reconstruct`` takes nothing else. Comparing a
+``reconstruct`` of :class:`Attack` (the one attack interface, :mod:`attacks.base`,
+re-exported here) takes nothing else. Comparing a
 :class:`Reconstruction` with the private originals is a separate *evaluation* step
 (:mod:`attacks.evaluation`), run by the experimenter, never by the attack.
 
@@ -32,6 +33,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 
 from common.mixup import MixupRelease
+
+from .base import Attack
 
 __all__ = [
     "NOISE_MODES",
@@ -160,15 +163,6 @@ class Reconstruction:
     x: torch.Tensor
     method: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-@runtime_checkable
-class Attack(Protocol):
-    """A reconstruction attack: sees the observed release and granted knowledge, nothing else."""
-
-    name: str
-
-    def reconstruct(self, observed: ObservedRelease, knowledge: AttackerKnowledge) -> Reconstruction: ...
 
 
 @runtime_checkable

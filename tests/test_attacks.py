@@ -1,30 +1,45 @@
-"""Threat-model API, linear inversion attack, LPIPS post-filter and evaluation."""
+"""Threat-model API, the attack interface and registry, linear inversion attack, LPIPS post-filter and evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import inspect
 import math
 
 import pytest
 import torch
 
+from attacks import ATTACKS
+from attacks.base import Attack
 from attacks.evaluation import evaluate_reconstruction, reidentification_rate
+from attacks.gradient_inversion import InvertingGradientsAttack
+from attacks.instahide import CarliniInstaHideAttack, InstaHideKnowledge
 from attacks.linear import LinearInversionAttack, reference_loss
 from attacks.lpips_filter import FilterResult, lpips_filter
 from attacks.metrics import snr_db
 from attacks.threat_model import (
-    Attack,
     AttackerKnowledge,
     ObservedRelease,
     Reconstruction,
     grant_knowledge,
     observe,
 )
+from attacks.unet import UNetAttack
+from attacks.update_threat_model import GradientAttackerKnowledge, ObservedUpdate
 from common.mixup import singularized_mixup
+from common.registry import UnknownVariant
 
 SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These problems are small: one thread runs them several times faster than two threads
+    contended by other processes of the shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _release(x, *, radius, seed=1, clamp=None, alpha=0.7):
@@ -50,35 +65,81 @@ def _attack_inputs(x, *, radius, noise_mode="strict", seed=1, **grant):
 # -- threat model as data -------------------------------------------------------------------
 
 
-def _attack_classes():
-    """Every Attack implementation in the attacks package (the U-Net one when present)."""
-    classes = [LinearInversionAttack]
-    try:
-        unet = importlib.import_module("attacks.unet")
-    except Exception:  # noqa: BLE001 - written by another helper; may be absent or broken
-        unet = None
-    if unet is not None:
-        for _, obj in inspect.getmembers(unet, inspect.isclass):
-            if obj.__module__ == unet.__name__ and callable(getattr(obj, "reconstruct", None)) and hasattr(obj, "name"):
-                classes.append(obj)
-    return classes
+# The four attacks of the package: registered name -> (class, observed type, knowledge type).
+ATTACK_TYPES = {
+    "linear": (LinearInversionAttack, ObservedRelease, AttackerKnowledge),
+    "unet": (UNetAttack, ObservedRelease, AttackerKnowledge),
+    "carlini-instahide": (CarliniInstaHideAttack, ObservedRelease, InstaHideKnowledge),
+    "inverting-gradients": (InvertingGradientsAttack, ObservedUpdate, GradientAttackerKnowledge),
+}
 
 
-@pytest.mark.parametrize("cls", _attack_classes(), ids=lambda c: c.__name__)
-def test_attack_reconstruct_takes_only_observed_and_knowledge(cls):
+def test_registry_names_every_attack_and_resolves_import_references():
+    assert sorted(ATTACKS.names()) == sorted(ATTACK_TYPES)
+    for name, (cls, _, _) in ATTACK_TYPES.items():
+        assert ATTACKS.get(name) is cls and name in ATTACKS
+    assert ATTACKS.get("attacks.linear:LinearInversionAttack") is LinearInversionAttack
+    with pytest.raises(UnknownVariant, match="carlini-instahide"):  # the message lists the known ones
+        ATTACKS.get("deep-leakage")
+    with pytest.raises(UnknownVariant, match="not registered"):
+        ATTACKS.get("attacks.linear:reference_loss")
+    made = ATTACKS.create("linear", steps=7, lr=0.01)
+    assert isinstance(made, LinearInversionAttack) and (made.steps, made.lr) == (7, 0.01)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACK_TYPES))
+def test_every_attack_implements_the_one_interface(name):
+    cls = ATTACKS.get(name)
+    expected_cls, observed_type, knowledge_type = ATTACK_TYPES[name]
+    assert issubclass(cls, Attack) and cls.name == name
+    assert (cls.observes, cls.requires) == (observed_type, knowledge_type)
     parameters = list(inspect.signature(cls.reconstruct).parameters.values())
     assert [p.name for p in parameters] == ["self", "observed", "knowledge"]
     assert all(p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD for p in parameters)
     hints = inspect.get_annotations(cls.reconstruct, eval_str=True)
-    assert hints["observed"] is ObservedRelease
-    assert hints["knowledge"] is AttackerKnowledge
+    assert hints["observed"] is observed_type and hints["knowledge"] is knowledge_type
     assert hints["return"] is Reconstruction
-    assert isinstance(cls.name, str) and cls.name
+    # Nothing the attack receives has a field through which a private input could pass.
+    for t in (observed_type, knowledge_type):
+        assert t.__dataclass_params__.frozen
+        for f in dataclasses.fields(t):
+            assert not any(word in f.name for word in ("orig", "clean", "noise_vec", "secret", "sign", "mask"))
 
 
-def test_linear_attack_satisfies_protocol():
-    assert isinstance(LinearInversionAttack(), Attack)
-    assert [p for p in inspect.signature(Attack.reconstruct).parameters] == ["self", "observed", "knowledge"]
+def test_attack_interface_is_enforced_when_a_class_is_defined():
+    with pytest.raises(TypeError, match="'name'"):
+        class Nameless(Attack):  # noqa: F841 - defining it is the test
+            observes, requires = ObservedRelease, AttackerKnowledge
+
+            def reconstruct(self, observed, knowledge):
+                return Reconstruction(x=observed.x, method="", details={})
+    with pytest.raises(TypeError, match="requires"):
+        class Unknowing(Attack):  # noqa: F841
+            name, observes = "unknowing", ObservedRelease
+
+            def reconstruct(self, observed, knowledge):
+                return Reconstruction(x=observed.x, method=self.name, details={})
+    with pytest.raises(TypeError, match="exactly"):
+        class Peeking(Attack):  # noqa: F841 - a third argument could carry the originals
+            name, observes, requires = "peeking", ObservedRelease, AttackerKnowledge
+
+            def reconstruct(self, observed, knowledge, originals):
+                return Reconstruction(x=originals, method=self.name, details={})
+
+    class Partial(Attack):  # abstract: no reconstruct yet, so no class attributes needed
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
+
+
+def test_attack_accepts_only_its_declared_types():
+    x = _images(8)
+    _, observed, knowledge = _attack_inputs(x, radius=0.0)
+    assert LinearInversionAttack.accepts(observed, knowledge)
+    assert not CarliniInstaHideAttack.accepts(observed, knowledge)
+    assert not InvertingGradientsAttack.accepts(observed, knowledge)
+    assert not LinearInversionAttack.accepts(observed.x, knowledge)
 
 
 def test_threat_model_fields_are_exactly_the_released_ones():

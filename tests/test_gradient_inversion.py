@@ -3,8 +3,12 @@ the differentiable simulation of the client, reconstruction quality and the nois
 
 Setting of Fed-AugMix's attack experiment, scaled down: a batch of 4 digits with distinct
 labels, trained by plain SGD (lr 0.1) for 5 local epochs of one batch; the attacker sees the
-update and knows the labels. Attack iterations are kept small (200-300) so the file runs in
-well under a minute on 2 CPU cores.
+update and knows the labels. The simulation and threat-model tests use the audit's
+architecture (:class:`common.model.MixupClassifier`, 1024 and 512 hidden units); the
+reconstruction-quality tests attack a narrow replica of it (same layers, 256 and 128 units,
+13x fewer parameters), on which one attack iteration - a double backward through ``K``
+simulated SGD steps - is about 20x cheaper, with 100-300 iterations, so the file runs in
+seconds. The single-step test inverts the full architecture.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import inspect
 
 import pytest
 import torch
+from torch import nn
 
 from attacks.gradient_inversion import (
     GradientAttackerKnowledge,
@@ -36,6 +41,37 @@ SHAPE = (1, 8, 8)
 BATCH = [0, 1, 2, 3]  # digits 0, 1, 2, 3: distinct labels
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Double backward through small matrices runs several times faster on one thread than on
+    two threads contended by other processes of the shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _NarrowClassifier(nn.Module):
+    """MixupClassifier's layer sequence (Linear -> Norm -> GELU twice, then Linear, no
+    dropout) with 256 and 128 hidden units instead of 1024 and 512. Same properties for the
+    attack: BatchNorm after the first layer makes the update blind to a batch-wide shift,
+    LayerNorm does not."""
+
+    def __init__(self, norm: str) -> None:
+        super().__init__()
+
+        def normalise(width: int) -> nn.Module:
+            return nn.BatchNorm1d(width) if norm == "batch" else nn.LayerNorm(width)
+
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(64, 256), normalise(256), nn.GELU(),
+            nn.Linear(256, 128), normalise(128), nn.GELU(), nn.Linear(128, 10),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 @functools.lru_cache(maxsize=None)
 def _digits():
     from sklearn.datasets import load_digits
@@ -49,17 +85,19 @@ def _batch():
     return x[BATCH], y[BATCH]
 
 
-def _factory(norm: str):
+def _factory(norm: str, narrow: bool = False):
     def factory():
+        if narrow:
+            return _NarrowClassifier(norm)
         return MixupClassifier(in_dim=64, num_classes=10, dropout=0.0, norm=norm)
 
     return factory
 
 
-def _client_round(norm="batch", *, steps=5, mu=0.0, wd=0.0, lr=0.1, seed=0):
+def _client_round(norm="batch", *, steps=5, mu=0.0, wd=0.0, lr=0.1, seed=0, narrow=False):
     """A client's round on the 4-digit batch: (observed update, granted knowledge, private x)."""
     x4, y4 = _batch()
-    factory = _factory(norm)
+    factory = _factory(norm, narrow)
     torch.manual_seed(seed)
     model = factory()
     global_state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -86,8 +124,8 @@ def _scores(estimate):
 
 
 @functools.lru_cache(maxsize=None)
-def _attack(norm, steps, iterations, noise=0.0):
-    observed, knowledge, _ = _client_round(norm, steps=steps)
+def _attack(norm, steps, iterations, noise=0.0, narrow=True):
+    observed, knowledge, _ = _client_round(norm, steps=steps, narrow=narrow)
     if noise:
         observed = _noisy(observed, knowledge, noise)
     return InvertingGradientsAttack(iterations=iterations).reconstruct(observed, knowledge)
@@ -212,10 +250,11 @@ def test_batchnorm_update_is_blind_to_a_common_shift():
 
 
 def test_attack_recovers_the_batch_through_batchnorm():
-    """Fed-AugMix's setting (5 SGD steps on 4 digits), 300 iterations. Measured: final cosine
-    0.86, centred PSNR 20.7 dB vs 15.5 dB for the label-aware class-mean guess, SSIM 0.875 vs
-    0.80; raw PSNR 10.7 dB only (below the class-mean guess's 15.4 dB: the batch mean is
-    invisible to the update, see the shift test)."""
+    """Fed-AugMix's setting (5 SGD steps on 4 digits), 300 iterations, narrow model. Measured:
+    final cosine 0.99, centred PSNR 27.0 dB vs 15.5 dB for the label-aware class-mean guess,
+    SSIM 0.870 vs 0.80; raw PSNR 9.6 dB only (below the class-mean guess's 15.4 dB: the batch
+    mean is invisible to the update, see the shift test). (The full MixupClassifier: cosine
+    0.86, centred 20.7 dB, SSIM 0.875.)"""
     rec = _attack("batch", 5, 300)
     assert rec.x.shape == (4, *SHAPE) and rec.method == "inverting-gradients"
     assert float(rec.x.min()) >= 0.0 and float(rec.x.max()) <= 1.0
@@ -225,46 +264,50 @@ def test_attack_recovers_the_batch_through_batchnorm():
     scores = _scores(rec.x)
     baseline = _scores(_class_mean_guess())
     assert scores["matched_in_place"] == 1.0  # distinct labels: the attack keeps the order
-    assert scores["psnr_centred"] > baseline["psnr_centred"] + 3.0
+    assert scores["psnr_centred"] > baseline["psnr_centred"] + 6.0
     assert scores["ssim_matched"] > baseline["ssim_matched"]
     # Raw PSNR is not asserted: the batch mean is unidentifiable and drifts (8-11 dB measured
     # over seeds and batches, against 6.3 dB for uniform noise).
 
 
 def test_attack_recovers_the_batch_through_layernorm():
-    """LayerNorm leaves no shift invariance: raw PSNR measured 22.7 dB after 200 iterations
-    against 15.4 dB for the class-mean guess."""
-    rec = _attack("layer", 5, 200)
+    """LayerNorm leaves no shift invariance: raw PSNR measured 36.6 dB (SSIM 0.998) after 100
+    iterations on the narrow model against 15.4 dB (0.80) for the class-mean guess. (The full
+    MixupClassifier: 22.7 dB after 200 iterations.)"""
+    rec = _attack("layer", 5, 100)
     scores = _scores(rec.x)
     baseline = _scores(_class_mean_guess())
-    assert scores["psnr_matched"] > baseline["psnr_matched"] + 4.0
-    assert scores["ssim_matched"] > 0.9 > baseline["ssim_matched"]
-    assert rec.details["final_cosine"] > 0.9
+    assert scores["psnr_matched"] > baseline["psnr_matched"] + 10.0
+    assert scores["ssim_matched"] > 0.95 > baseline["ssim_matched"]
+    assert rec.details["final_cosine"] > 0.99
 
 
 def test_single_local_step_is_inverted_exactly():
-    """One SGD step (a gradient) on the LayerNorm model: the batch comes back exactly
-    (measured over 90 dB)."""
-    rec = _attack("layer", 1, 200)
+    """One SGD step (a gradient) on the full LayerNorm MixupClassifier: the batch comes back
+    exactly (measured 45.9 dB after 80 iterations; over 90 dB after 200)."""
+    rec = _attack("layer", 1, 80, narrow=False)
     scores = _scores(rec.x)
-    assert rec.details["final_cosine"] > 0.999
+    assert rec.details["final_cosine"] > 0.9999
     assert scores["psnr_matched"] > 40.0 and scores["ssim_matched"] > 0.99
 
 
 def test_noise_on_the_update_defends_only_when_large():
     """Gaussian noise added to every parameter delta of the single-step update, with a
-    standard deviation of ``s`` times the update's RMS. Measured (200 iterations): clean
-    93 dB; s = 3: 32 dB (cosine of the fit 0.32), s = 10: 22 dB, s = 30: 13 dB, s = 100:
-    7.6 dB against 6.3 dB for uniform noise and 15.4 dB for the class-mean guess. The
-    inversion averages the noise over ~600k parameters, so noise a few times the update
-    is no defence; a hundredfold is."""
+    standard deviation of ``s`` times the update's RMS. Measured on the narrow model (200
+    iterations): clean 90 dB; s = 1: 28.5 dB (cosine of the fit 0.71), s = 2: 23.0 dB,
+    s = 3: 19.9 dB, s = 10: 11.6 dB, s = 100: 6.8 dB (cosine 0.07) against 6.3 dB for
+    uniform noise and 15.4 dB for the class-mean guess. The inversion averages the noise
+    over the parameters (~50k here; on the full MixupClassifier's ~600k, s = 3 still gives
+    32 dB and s = 100 7.6 dB), so noise a few times the update is no defence; a hundredfold
+    is."""
     clean = _scores(_attack("layer", 1, 200).x)
-    moderate = _scores(_attack("layer", 1, 200, noise=3.0).x)
+    moderate = _scores(_attack("layer", 1, 200, noise=2.0).x)
     large_rec = _attack("layer", 1, 200, noise=100.0)
     large = _scores(large_rec.x)
     baseline = _scores(_class_mean_guess())
     uniform = _scores(torch.rand(4, *SHAPE, generator=torch.Generator().manual_seed(0)))
-    assert moderate["psnr_matched"] > 25.0
+    assert moderate["psnr_matched"] > baseline["psnr_matched"] + 4.0
+    assert moderate["ssim_matched"] > 0.95 > baseline["ssim_matched"]
     assert large["psnr_matched"] < clean["psnr_matched"] - 50.0
     assert large["psnr_matched"] < baseline["psnr_matched"] - 3.0
     assert large["psnr_matched"] < uniform["psnr_matched"] + 3.0

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from attacks import ATTACKS
 from attacks.threat_model import AttackerKnowledge, ObservedRelease, Reconstruction
 from attacks.unet import (
     MixtureSampler,
@@ -260,3 +261,31 @@ def test_seeds_give_different_attackers(digits):
     again = nonlinear_attack_over_seeds(public[:256], observed, knowledge, seeds=[0], tau=1e-2,
                                         epochs=1, base=4, batch_size=64, progress=False)
     torch.testing.assert_close(again[0].x, recs[0].x)
+
+
+def test_attack_built_from_public_data_trains_once_and_matches_train_unet_attacker(digits):
+    """The registry's way to build the U-Net attack (public data and training settings, no
+    network yet) trains on the first reconstruct exactly as train_unet_attacker does,
+    taking the imitated noise mode and valid range from the attacked knowledge."""
+    public, private = _split(digits)
+    observed, knowledge = _private_release(private[:64], tau=1e-2, noise_mode="clamped")
+    training = {"tau": 1e-2, "epochs": 1, "base": 4, "batch_size": 64, "seed": 3, "progress": False}
+    lazy = ATTACKS.create("unet", public_x=public[:256], training=training, batch_size=32)
+    assert isinstance(lazy, UNetAttack) and lazy.model is None
+    rec = lazy.reconstruct(observed, knowledge)
+    direct = train_unet_attacker(public[:256], noise_mode="clamped", valid_range=(0.0, 1.0), **training)
+    assert torch.equal(rec.x, direct.attack(batch_size=32).reconstruct(observed, knowledge).x)
+    assert lazy.trained.noise_mode == "clamped" and rec.details["seed"] == 3
+    network = lazy.model
+    assert torch.equal(lazy.reconstruct(observed, knowledge).x, rec.x) and lazy.model is network  # no retraining
+
+    with pytest.raises(ValueError, match="public_x"):
+        UNetAttack()
+    with pytest.raises(ValueError, match="tau"):
+        UNetAttack(public_x=public[:16], training={"epochs": 1})
+    with pytest.raises(ValueError, match="device"):
+        UNetAttack(public_x=public[:16], training={"tau": 1.0, "device": "cpu"})
+    with pytest.raises(ValueError, match="not both"):
+        UNetAttack(network, public_x=public[:16], training={"tau": 1.0})
+    with pytest.raises(ValueError, match="noise_mode"):
+        UNetAttack(public_x=public[:16], training={"tau": 1.0, "valid_range": None}).fit()
