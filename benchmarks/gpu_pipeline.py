@@ -196,8 +196,8 @@ def plain_fedprox_round_seconds(cfg, num_parties: int, device: torch.device, tes
 
 
 def flwr_runs(cfg_values: dict, num_parties: int, workdir: Path, device: torch.device) -> dict:
-    from simulations.federation import gpu_share
-    from simulations.local_flower import (
+    from simulations.runtime.federation import gpu_share
+    from simulations.runtime.local_flower import (
         configure_simulation, ensure_flower_scripts, flower_env, flwr_home, flwr_run, stop_local_superlink,
     )
 

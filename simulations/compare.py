@@ -1,9 +1,16 @@
 """One-shot singularized mixup beside FedProx, on the same partitions, through ``flwr run``.
 
-Each (strategy, seed) is one real ``flwr run`` of the app; its JSON summary is kept, and a
-run whose summary already exists is not run again (so an interrupted comparison resumes).
-The side-by-side table (Markdown, CSV, JSON) reports mean ± std over seeds of the test
-accuracy of the model selected on validation, together with release and noise mode.
+A preset of the sweep (:mod:`simulations.sweep`): one Table-5 cell (``--num-parties`` parties,
+beta from ``--set beta=...``, default 1.0) with the chosen strategies and seeds, run by
+:func:`simulations.sweep.run_sweep` with one real ``flwr run`` per (strategy, seed). A run whose
+summary exists is not run again, so an interrupted comparison resumes; the sweep's own files
+(``summaries/``, ``logs/``, ``runs.csv``) sit beside the comparison. The side-by-side table
+(``compare.md`` / ``.csv`` / ``.json``) reports mean ± std over seeds of the test accuracy of
+the model selected on validation, together with release and noise mode.
+
+``--set`` passes run-config values to every run; the cell's own keys (``beta``, ``rho`` and
+``poor-party`` for a size-skew cell, ``partitioner``, ``release``, ``encoding``, ``defence``)
+become the preset's grid, as a sweep file would name them.
 
     python -m simulations.compare                              # digits, 10 parties, seeds 0 1 2
     python -m simulations.compare --seeds 0 --set beta=0.1 --set noise-mode='"strict"'
@@ -13,71 +20,94 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import statistics
+import io
 import sys
-import time
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
-from simulations.local_flower import flower_env, flwr_run
+from common.io import write_json_atomic, write_text_atomic
+from common.run_summary import RunSummary, read_summary
+from common.stats import describe
+from simulations.runtime.executor import Executor, FlowerExecutor
+from simulations.runtime.local_flower import flower_env
+from simulations.sweep import (
+    SweepError,
+    SweepSpec,
+    TableSpec,
+    expand_runs,
+    parse_overrides,
+    run_sweep,
+    unique_runs,
+)
+
+__all__ = ["STRATEGIES", "compare_spec", "main", "markdown_table", "summarise"]
 
 STRATEGIES = ("one-shot-mixup", "fedprox")
+# Run-config keys the preset turns into its grid (the sweep sets them per run).
+CELL_KEYS = ("beta", "rho", "poor-party", "partitioner", "release", "encoding", "defence")
 
 
-def parse_overrides(items: list[str]) -> dict[str, object]:
-    """``key=value`` pairs with TOML values (``beta=0.1``, ``noise-mode='strict'``)."""
-    values: dict[str, object] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        try:
-            values[key.strip()] = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError as err:
-            raise ValueError(f"--set {item!r}: value is not a TOML literal ({err})") from None
-    return values
+def compare_spec(*, strategies: list[str], seeds: list[int], parties: int,
+                 overrides: Mapping[str, Any]) -> tuple[SweepSpec, dict[str, Any]]:
+    """The sweep of a comparison and the run-config values left for every run.
+
+    Raises pydantic's ``ValidationError`` (a ``ValueError``) for a cell the sweep would refuse.
+    """
+    cell = {k: v for k, v in overrides.items() if k in CELL_KEYS}
+    rest = {k: v for k, v in overrides.items() if k not in CELL_KEYS}
+    size_skew = "rho" in cell or "poor-party" in cell
+    table = TableSpec(
+        name="compare", layout="table6" if size_skew else "table5", parties=[parties],
+        beta=[cell.get("beta", 1.0)], rho=[cell.get("rho", 1.0)] if size_skew else None,
+        poor_party=cell.get("poor-party", 0), partitioner=cell.get("partitioner"),
+    )
+    spec = SweepSpec(
+        name="compare", description="one-shot singularized mixup beside FedProx (python -m simulations.compare)",
+        seeds=seeds, strategies=strategies, table=[table],
+        **{key: [cell[one]] for key, one in (("releases", "release"), ("encodings", "encoding"),
+                                              ("defences", "defence")) if one in cell},
+    )
+    return spec, rest
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def _mean(values: list[float]) -> float:
+    """The mean, an infinite value included (a per-party SNR may be inf)."""
+    return describe(values, ddof=1, finite_only=False).mean
 
 
-def summarise(summaries: dict[str, list[dict]]) -> list[dict]:
-    """One row per strategy with the figures the comparison prints."""
+def summarise(summaries: dict[str, list[RunSummary]]) -> list[dict]:
+    """One row per strategy with the figures the comparison prints (mean over seeds; the
+    accuracy's std is the sample std over seeds)."""
     rows = []
     for strategy, runs in summaries.items():
         if not runs:
             continue
-        acc = [100 * r["result"]["test_accuracy"] for r in runs]
-        wall = [r["wall_seconds"] for r in runs]
-        up = [r["communication"]["bytes_uploaded"] for r in runs]
-        down = [r["communication"]["bytes_downloaded"] for r in runs]
-        parties = runs[0]["num_parties"]
-        privacy = runs[0].get("privacy")
-        acc_m, acc_s = _mean_std(acc)
-        row = {
+        acc = describe([100 * r.result.test_accuracy for r in runs], ddof=1)
+        up = _mean([r.communication.bytes_uploaded for r in runs])
+        down = _mean([r.communication.bytes_downloaded for r in runs])
+        parties = runs[0].num_parties
+        privacy = runs[0].privacy
+        snr = [(r.privacy.model_extra or {}).get("snr_pc1") for r in runs] if privacy else []
+        rows.append({
             "strategy": strategy,
-            "seeds": " ".join(str(r["config"]["seed"]) for r in runs),
+            "seeds": " ".join(str(r.config["seed"]) for r in runs),
             "parties": parties,
-            "test_accuracy_mean": acc_m,
-            "test_accuracy_std": acc_s,
-            "selected_by": runs[0]["result"]["selected_by"],
-            "rounds": runs[0]["rounds"],
-            "bytes_uploaded_total": statistics.fmean(up),
-            "bytes_downloaded_total": statistics.fmean(down),
-            "bytes_uploaded_per_party": statistics.fmean(up) / parties,
-            "bytes_downloaded_per_party": statistics.fmean(down) / parties,
-            "wall_seconds_mean": statistics.fmean(wall),
-            "release_mode": privacy["release_mode"] if privacy else "none (raw data stays local)",
-            "noise_mode": privacy["noise_mode"] if privacy else "n/a",
-            "tau": privacy["tau"] if privacy else None,
-            "snr_pc1_mean": statistics.fmean(r["privacy"]["snr_pc1"]["mean"] for r in runs) if privacy else None,
-            "snr_pc1_max": max(r["privacy"]["snr_pc1"]["max"] for r in runs) if privacy else None,
-        }
-        rows.append(row)
+            "test_accuracy_mean": acc.mean,
+            "test_accuracy_std": acc.std,
+            "selected_by": runs[0].result.selected_by,
+            "rounds": runs[0].rounds,
+            "bytes_uploaded_total": up,
+            "bytes_downloaded_total": down,
+            "bytes_uploaded_per_party": up / parties,
+            "bytes_downloaded_per_party": down / parties,
+            "wall_seconds_mean": _mean([r.wall_seconds for r in runs]),
+            "release_mode": privacy.release_mode if privacy else "none (raw data stays local)",
+            "noise_mode": privacy.noise_mode if privacy else "n/a",
+            "tau": privacy.tau if privacy else None,
+            "snr_pc1_mean": _mean([s["mean"] for s in snr]) if privacy else None,
+            "snr_pc1_max": max(s["max"] for s in snr) if privacy else None,
+        })
     return rows
 
 
@@ -114,8 +144,17 @@ def markdown_table(rows: list[dict], *, config: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def _csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulations.compare", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output folder (default runs/compare)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--num-parties", type=int, default=10)
@@ -130,46 +169,33 @@ def main(argv: list[str] | None = None) -> int:
         if fixed in overrides:
             parser.error(f"--set {fixed}=... is set by this script")
     out = args.out.resolve()
-    summaries_dir = out / "summaries"
-    env = flower_env()
-    jobs = [(s, seed) for seed in args.seeds for s in args.strategies]
-    results: dict[str, list[dict]] = {s: [] for s in args.strategies}
-    started = time.perf_counter()
-    for k, (strategy, seed) in enumerate(jobs, 1):
-        name = f"{strategy}-seed{seed}"
-        path = summaries_dir / f"{name}.json"
-        prefix = f"[{k}/{len(jobs)}] {strategy:15s} seed {seed}"
-        if path.exists():
-            summary = json.loads(path.read_text())
-            print(f"{prefix}: done earlier, {100 * summary['result']['test_accuracy']:.2f} %", flush=True)
-        else:
-            t0 = time.perf_counter()
-            config = {**overrides, "strategy": strategy, "seed": seed,
-                      "output-dir": str(summaries_dir), "run-name": name}
-            proc = flwr_run(config, num_supernodes=args.num_parties, log_path=out / "logs" / f"{name}.log",
-                            env=env, timeout=args.timeout)
-            if proc.returncode != 0 or not path.exists():
-                print(f"{prefix}: FAILED (exit {proc.returncode}); log: {out / 'logs' / (name + '.log')}",
-                      file=sys.stderr)
-                return 1
-            summary = json.loads(path.read_text())
-            elapsed = time.perf_counter() - started
-            eta = elapsed / k * (len(jobs) - k)
-            print(f"{prefix}: {100 * summary['result']['test_accuracy']:.2f} % in {time.perf_counter() - t0:.0f} s "
-                  f"(ETA {eta:.0f} s)", flush=True)
-        results[strategy].append(summary)
+    try:
+        spec, rest = compare_spec(strategies=list(dict.fromkeys(args.strategies)), seeds=args.seeds,
+                                  parties=args.num_parties, overrides=overrides)
+        runs = unique_runs(expand_runs(spec, overrides=rest))
+        outcome = run_sweep(spec, out_dir=out, executor=executor or FlowerExecutor(env=flower_env(),
+                                                                                   timeout=args.timeout),
+                            overrides=rest)
+    except (SweepError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if outcome.failed:
+        for failure in outcome.failed:
+            print(f"{failure['name']}: FAILED (exit {failure['exit_code']}); log: {failure['log']}", file=sys.stderr)
+        print("run the same command again to retry the failed runs (finished ones are kept)", file=sys.stderr)
+        return 1
+    results: dict[str, list[RunSummary]] = {s: [] for s in spec.strategies}
+    for run in runs:  # seeds outermost, as the table lists them
+        results[run.strategy].append(read_summary(out / "summaries" / f"{run.name}.json"))
 
     rows = summarise(results)
     table = markdown_table(rows, config=overrides)
-    (out / "compare.md").write_text(table)
-    with (out / "compare.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n")
+    write_text_atomic(out / "compare.md", table)
+    write_text_atomic(out / "compare.csv", _csv_text(rows))
+    write_json_atomic(out / "compare.json", rows)
     print()
     print(table)
-    print(f"written: {out / 'compare.md'}, compare.csv, compare.json; per-run summaries in {summaries_dir}")
+    print(f"written: {out / 'compare.md'}, compare.csv, compare.json; per-run summaries in {out / 'summaries'}")
     return 0
 
 

@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from simulations.local_flower import flower_env, local_superlink_pids, stop_local_superlink
+from simulations.runtime.local_flower import flower_env, local_superlink_pids, stop_local_superlink
 
 
 def free_port() -> int:

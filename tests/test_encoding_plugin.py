@@ -69,7 +69,7 @@ def test_a_toy_encoding_from_a_test_file_runs_through_flwr_to_a_summary_and_a_re
     from common.run_summary import read_summary
     from simulations.report import write_report
     from simulations.sweep import SweepRun, row_from_summary
-    from simulations.local_flower import flwr_run
+    from simulations.runtime.local_flower import flwr_run
 
     home, env = flower
     config = {"encoding": REFERENCE, "central-epochs": 3, "output-dir": str(tmp_path / "runs"), "run-name": "toy"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations.local_flower import flwr_run
+from simulations.runtime.local_flower import flwr_run
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +139,7 @@ def test_client_side_defences_run_end_to_end_and_leave_auditable_models(flower, 
     from common.defences.dp_mix import dp_mix_epsilon
     from client.party import load_party
     from common.config import parse_run_config
-    from simulations.gradient_audit import AuditProtocol, audit_party, load_global_models
+    from simulations.studies.gradient_audit import AuditProtocol, audit_party, load_global_models
 
     summaries = {}
     for defence in ("fed-augmix", "dp-mix-self"):
@@ -236,7 +236,7 @@ releases = ["once", "per-epoch"]
 def _flwr_runs(env) -> dict[int, str]:
     import subprocess
 
-    from simulations.local_flower import _flwr
+    from simulations.runtime.local_flower import _flwr
 
     proc = subprocess.run([_flwr(env), "ls", "--format", "json"], env=env, capture_output=True, text=True, timeout=60)
     return {int(r["run-id"]): r["status"] for r in json.loads(proc.stdout)["runs"]}
@@ -250,7 +250,7 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
     import sys
     import time
 
-    from simulations.local_flower import PROJECT_ROOT, flower_run_id
+    from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
     from simulations.report import read_runs_csv
 
     home, env = flower

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simulations import instahide_compare
+from simulations.studies import instahide_compare
 from simulations.sweep import SweepError, load_sweep
 
 SWEEP = """
@@ -81,3 +81,25 @@ def test_attacks_on_both_encodings_are_scored_against_the_same_parties(tmp_path)
     assert "attacks.md" in (out / "report.md").read_text(encoding="utf-8")
     # --skip-sweep: the earlier index is replaced, the sweep's own report is left alone.
     assert (out / "sweep_report.md").read_text(encoding="utf-8") == "the sweep's report\n"
+
+
+def test_the_sweep_step_never_writes_over_the_studys_index(tmp_path):
+    """A sweep with a failed run stops the study, keeps its earlier index and puts the sweep's
+    own report beside it; the next call resumes (only the failed run again) and finishes."""
+    from sweep_fakes import JournalingExecutor, journal
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report.md").write_text("an earlier index\n", encoding="utf-8")
+    args = [str(_sweep(tmp_path)), "--out", str(out), "--no-progress", "--linear-steps", "5", "--carlini-steps", "5"]
+    failing = JournalingExecutor(tmp_path / "journal", fail={"instahide"})
+    assert instahide_compare.main(args, executor=failing) == 1
+    assert (out / "report.md").read_text(encoding="utf-8") == "an earlier index\n"
+    assert "# Sweep tiny-instahide" in (out / "sweep_report.md").read_text(encoding="utf-8")
+    assert not list(out.glob(".sweep-report-*"))
+    assert instahide_compare.main(args, executor=JournalingExecutor(tmp_path / "journal")) == 0
+    starts = [name for event, name in journal(tmp_path / "journal") if event == "start"]
+    assert len(starts) == 3 and starts[1] == starts[2] and "-instahide-" in starts[2]
+    assert "[table4.md](table4.md)" in (out / "sweep_report.md").read_text(encoding="utf-8")
+    index = (out / "report.md").read_text(encoding="utf-8")
+    assert "python -m simulations.studies.instahide_compare" in index and "## Attack success" in index

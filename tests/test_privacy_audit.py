@@ -9,7 +9,7 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from simulations.privacy_audit import main
+from simulations.studies.privacy_audit import main
 
 TINY = ["--taus", "1", "1e-6", "--private-size", "120", "--unet-seeds", "0", "1", "--unet-epochs", "1",
         "--unet-base", "8", "--linear-steps", "30"]
@@ -95,7 +95,7 @@ def test_image_data_set_in_the_normalised_space(tmp_path):
     """CIFAR-10-format files (generated class patterns, not CIFAR-10) at native 32 px: per-channel
     valid ranges of Table 7's normalisation flow through mixing, attacks, metrics and panels."""
     from loaders.format_writers import write_cifar10
-    from simulations.privacy_audit import image_audit_data
+    from simulations.studies.audit_data import image_audit_data
 
     write_cifar10(tmp_path / "data", n_train=200, n_test=20, pixels="class-patterns")
     data = image_audit_data(dataset="cifar10", data_dir=str(tmp_path / "data"), private_size=64, public_size=96,

@@ -18,7 +18,7 @@ output is a folder of Markdown tables, CSVs and PNG plots:
 * ``accuracy_vs_beta.png``, ``accuracy_vs_rho.png``, ``fedprox_rounds.png``.
 * ``report.md``: all of the above in one page.
 
-Runs of a client-side defence are left out (see :mod:`simulations.defence_compare`).
+Runs of a client-side defence are left out (see :mod:`simulations.studies.defence_compare`).
 
 Regenerate from a finished (or partly finished) sweep::
 

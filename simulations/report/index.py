@@ -3,7 +3,7 @@
 This module owns :func:`write_report` (the entry point the sweep runner calls) and
 :class:`ReportFiles` (the paths it wrote). It decides which runs each part is made of:
 defended runs are left out entirely (they have their own comparison,
-:mod:`simulations.defence_compare`); comparator-encoding runs go only to Table 4 and the
+:mod:`simulations.studies.defence_compare`); comparator-encoding runs go only to Table 4 and the
 one-shot vs iterative table; everything else fills the paper's tables, the release-mode
 comparison and the plots.
 """
@@ -108,10 +108,10 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
         raise ValueError("no runs to report on")
     typed = [coerce_run(run) for run in runs]
     # The paper tables, release modes and plots compare singularized mixup with plain FL only;
-    # the defences have their own comparison (simulations.defence_compare).
+    # the defences have their own comparison (simulations.studies.defence_compare).
     typed = [run for run in typed if not is_defended(run)]
     if not typed:
-        raise ValueError("every run used a client-side defence: see simulations.defence_compare for their report")
+        raise ValueError("every run used a client-side defence: see simulations.studies.defence_compare for their report")
     paper_runs = [run for run in typed if not is_comparator(run)]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,11 @@ ones; ``defence`` is the iterative strategies' client-side defence (a name of
 # encoding per row) and no public pool was held out.
 _COLUMNS_ADDED_LATER: dict[str, object] = {
     "encoding": "", "instahide_k": None, "instahide_k_private": None, "public_fraction": 0.0, "defence": "",
+    "selection": "", "test_rows": None, "label_skew": None,
 }
+# Before the selection key existed, one-shot runs were chosen on the mixed validation releases
+# and the iterative ones on the parties' clean validation loss.
+_SELECTION_BEFORE_THE_KEY = {MIXUP: "mixed-validation"}
 
 
 
@@ -127,6 +131,7 @@ def coerce_run(run: Mapping[str, object]) -> dict[str, object]:
             typed[column] = "" if value is None else str(value)
     # An empty cell means what a run config without the key means: the default variant
     # (runs from before defences existed were plain, those from before encodings singularized).
+    typed["selection"] = typed["selection"] or _SELECTION_BEFORE_THE_KEY.get(typed["strategy"], "validation")
     if typed["strategy"] != MIXUP:
         typed["encoding"] = ""
         typed["defence"] = typed["defence"] or DEFAULT_DEFENCE

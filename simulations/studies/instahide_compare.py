@@ -1,43 +1,10 @@
-"""InstaHide against singularized mixup on the same partitions: accuracy and attack success.
-
-One command makes both halves of the comparison the paper draws in sections 3 and 5:
-
-1. **Accuracy, in the layout of the paper's Table 4.** The sweep file
-   (default ``simulations/sweeps/instahide-digits.toml``) runs every cell with both
-   encodings through ``flwr run`` (resumable, see :mod:`simulations.sweep`); both encodings
-   hold out the same ``public-fraction`` of the training split as the public pool, so the
-   parties' private data are identical. Its report writes ``table4.md``.
-2. **Attack success at matched settings.** For every one-shot cell and seed of that sweep,
-   every party's release is made again with the run's own configuration (the same seeded
-   code path as the party's upload in the ``flwr run``), and attacked under the same
-   threat model: the server's view plus the mixing graph and the mixing weights.
-
-   * singularized mixup: the linear inversion attack of appendix F
-     (:class:`attacks.linear.LinearInversionAttack`), in the run's noise mode, and in the
-     strict mode at the same tau for reference;
-   * InstaHide: Carlini et al.'s (2021) noisy linear system on absolute values
-     (:class:`attacks.instahide.CarliniInstaHideAttack`), with the public pool's mean;
-   * both: the clustering step on ``|x~|`` (which released rows share a private sample,
-     found by similarity), scored against the true sharing graph, and a prior-only baseline
-     (the public mean for every row) that an attack must beat to have learnt anything.
-
-Outputs under ``--out`` (default ``runs/instahide-digits``): the sweep's folders and report
-(``table4.md`` among them), ``attacks.md`` / ``attacks.csv`` / ``attacks.json``,
-``attack_panels.png`` and ``report.md``.
-
-    python -m simulations.instahide_compare --lpips-uncalibrated
-"""
-
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import os
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,28 +20,41 @@ from attacks.instahide import (
     similarity_neighbours,
 )
 from attacks.linear import LinearInversionAttack
-from attacks.lpips_metric import LpipsMetric, LpipsWeightsMissing
-from attacks.metrics import snr_db, summarise
+from attacks.lpips_metric import LpipsMetric
+from attacks.metrics import snr_db
 from attacks.threat_model import grant_knowledge, observe
 from client.party import load_party, load_public_pool
 from client.release import make_release
 from common.config import RunConfig, parse_run_config
-from simulations import sweep as sweep_cli
-from simulations.local_flower import PROJECT_ROOT
+from common.io import write_json_atomic, write_text_atomic
+from simulations.runtime.executor import Executor
+from simulations.studies.base import (
+    Study,
+    StudyError,
+    add_lpips_arguments,
+    embed,
+    fmt_spread,
+    load_lpips,
+    set_threads,
+    spread,
+    write_csv,
+    write_image_grid,
+)
+from simulations.sweep import SWEEPS_DIR, SweepError, SweepSpec, expand_runs
 
 __all__ = ["attack_cell", "main", "paired_cells", "write_attack_tables"]
 
-DEFAULT_FILE = sweep_cli.SWEEPS_DIR / "instahide-digits.toml"
+DEFAULT_FILE = SWEEPS_DIR / "instahide-digits.toml"
 # Released rows sharing a private sample with a given row: 2 for both encodings here
 # (InstaHide with k_private = 2 and Algorithm 1 both put each sample into two rows).
 NEIGHBOURS = 2
 
 
-def paired_cells(spec: sweep_cli.SweepSpec) -> list[dict[str, Any]]:
-    """The one-shot cells of ``spec`` that ran with both encodings: per (P, beta, rho, seed),
-    the run config of each encoding."""
+def paired_cells(spec: SweepSpec, *, overrides: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The one-shot cells of ``spec`` (with the ``--set`` values) that ran with both encodings:
+    per (P, beta, rho, seed), the run config of each encoding."""
     cells: dict[tuple, dict[str, Any]] = {}
-    for run in sweep_cli.expand_runs(spec):
+    for run in expand_runs(spec, overrides=overrides):
         if run.strategy != "one-shot-mixup" or run.release != "once":
             continue
         encoding = run.run_config.get("encoding", "singularized")
@@ -83,8 +63,8 @@ def paired_cells(spec: sweep_cli.SweepSpec) -> list[dict[str, Any]]:
         cell["configs"][encoding] = run.run_config
     paired = [c for c in cells.values() if set(c["configs"]) == {"singularized", "instahide"}]
     if not paired:
-        raise sweep_cli.SweepError("the sweep has no cell run with both encodings (encodings = "
-                                   "['singularized', 'instahide'] and releases = ['once'])")
+        raise SweepError("the sweep has no cell run with both encodings (encodings = "
+                         "['singularized', 'instahide'] and releases = ['once'])")
     return paired
 
 
@@ -105,10 +85,17 @@ def _data_range(bounds, sample_shape: tuple[int, ...]):
 
 
 def _spread(values) -> dict[str, float] | None:
-    """:func:`attacks.metrics.summarise` of the values that were computed (``None``: not
-    computed, e.g. LPIPS without a metric); ``None`` when there are none."""
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return summarise(vals) if vals else None
+    """Mean ± population std of the values that were computed (``None``: not computed, e.g.
+    LPIPS without a metric; NaN left out; an exact reconstruction's infinite SNR kept)."""
+    return spread(values, ddof=0, finite_only=False)
+
+
+def _fmt(value: dict | None, digits: int = 2) -> str:
+    return fmt_spread(value, digits, missing="–")
+
+
+def _pct(value: dict | None) -> str:
+    return fmt_spread(value, 1, missing="–", scale=100, unit=" %")
 
 
 def _scores(reconstruction, originals, *, data_range, lpips) -> dict[str, float | None]:
@@ -197,30 +184,11 @@ CSV_COLUMNS = ["encoding", "variant", "noise_mode", "tau", "parties", "beta", "r
                "cluster_chance", "attack_seconds"]
 
 
-def _fmt(spread: dict | None, digits: int = 2) -> str:
-    if spread is None:
-        return "–"
-    return f"{spread['mean']:.{digits}f} ± {spread['std']:.{digits}f}"
-
-
-def _pct(spread: dict | None) -> str:
-    if spread is None:
-        return "–"
-    return f"{100 * spread['mean']:.1f} ± {100 * spread['std']:.1f} %"
-
-
 def write_attack_tables(records: list[dict[str, Any]], *, out: Path, settings: dict[str, Any]) -> list[Path]:
     """``attacks.csv`` (one row per party and variant), ``attacks.json`` and ``attacks.md``
     (mean ± std over parties, cells and seeds, per variant and per cell)."""
-    out.mkdir(parents=True, exist_ok=True)
-    csv_path = out / "attacks.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-    json_path = out / "attacks.json"
-    json_path.write_text(json.dumps({"settings": settings, "records": records}, indent=2, default=float) + "\n",
-                         encoding="utf-8")
+    csv_path = write_csv(out / "attacks.csv", records, columns=CSV_COLUMNS)
+    json_path = write_json_atomic(out / "attacks.json", {"settings": settings, "records": records})
     by_variant: dict[str, list[dict]] = defaultdict(list)
     by_cell: dict[tuple, list[dict]] = defaultdict(list)
     for r in records:
@@ -271,8 +239,7 @@ def write_attack_tables(records: list[dict[str, Any]], *, out: Path, settings: d
         lines.append(f"| {p} | {b:g} | {rho:g} | " + " | ".join(row) + " |")
     gains = {v: _spread(r["snr_db"] - r["prior_only_snr_db"] for r in by_variant[v]) for v in order}
     lines += ["", _verdict(gains, by_variant, label)]
-    md_path = out / "attacks.md"
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    md_path = write_text_atomic(out / "attacks.md", "\n".join(lines) + "\n")
     return [md_path, csv_path, json_path]
 
 
@@ -293,90 +260,55 @@ def _verdict(gains: dict[str, dict | None], by_variant: dict[str, list[dict]], l
     return " ".join(parts)
 
 
+
+
 def write_panels(images: dict[str, torch.Tensor], *, path: Path, title: str, count: int = 8) -> Path:
-    """Rows: original, each release and reconstruction; columns: the first ``count`` samples."""
-    import matplotlib
+    """Rows: original, each release and reconstruction; columns: the first ``count`` samples,
+    each min-max scaled."""
+    def scaled(img: torch.Tensor):  # noqa: ANN202
+        img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+        lo, hi = float(img.min()), float(img.max())
+        return ((img - lo) / (hi - lo + 1e-12)).numpy()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(images)
-    fig, axes = plt.subplots(len(names), count, figsize=(1.2 * count, 1.3 * len(names) + 0.6), squeeze=False)
-    for row, name in enumerate(names):
-        batch = images[name][:count].detach().float()
-        for col in range(count):
-            ax = axes[row][col]
-            img = batch[col]
-            img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
-            lo, hi = float(img.min()), float(img.max())
-            ax.imshow(((img - lo) / (hi - lo + 1e-12)).numpy(), cmap="gray" if img.ndim == 2 else None)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if col == 0:
-                ax.set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
-    fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    rows = []
+    for name, batch in images.items():
+        batch = batch[:count].detach().float()
+        rows.append((name, [scaled(batch[col]) for col in range(count)]))
+    return write_image_grid(rows, path=path, cell=(1.2, 1.3), margin=(0, 0.6), title=title, title_size=8,
+                            labels="left-horizontal", fixed_range=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_file", nargs="?", type=Path, default=DEFAULT_FILE,
-                        help=f"sweep TOML (default {DEFAULT_FILE.relative_to(PROJECT_ROOT)})")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/<sweep name>)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="replace the file's seeds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="run-config value for every run (passed to the sweep), repeatable")
-    parser.add_argument("--skip-sweep", action="store_true", help="attacks only (the accuracy sweep is not run)")
+    Study.add_sweep_arguments(parser, default_file=DEFAULT_FILE,
+                              skip_help="attacks only (the accuracy sweep is not run)")
     parser.add_argument("--linear-steps", type=int, default=200)
     parser.add_argument("--linear-lr", type=float, default=0.05)
     parser.add_argument("--carlini-steps", type=int, default=500)
     parser.add_argument("--carlini-lr", type=float, default=0.05)
-    parser.add_argument("--lpips-weights", help="absolute path of a torchvision AlexNet state_dict for LPIPS")
-    parser.add_argument("--lpips-uncalibrated", action="store_true",
-                        help="compute LPIPS with a randomly initialised AlexNet (mechanics only; labelled)")
-    parser.add_argument("--no-progress", action="store_true")
+    add_lpips_arguments(parser)
     args = parser.parse_args(argv)
 
     try:
-        spec = sweep_cli.load_sweep(args.sweep_file)
-        if args.seeds:
-            spec = spec.model_copy(update={"seeds": sweep_cli.SweepSpec._distinct_seeds(args.seeds)})
-        overrides = sweep_cli.parse_overrides(args.overrides)
-        spec = spec.model_copy(update={"settings": {**spec.settings, **overrides}})
-        cells = paired_cells(spec)
-    except (sweep_cli.SweepError, ValueError) as err:
+        study, spec, overrides = Study.load_sweep_arguments(args, module="instahide_compare")
+        cells = paired_cells(spec, overrides=overrides)
+    except (SweepError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = (args.out or PROJECT_ROOT / "runs" / spec.name).resolve()
+    out = study.out
     if not args.skip_sweep:
-        sweep_argv = [str(args.sweep_file), "--out", str(out)]
-        sweep_argv += ["--seeds", *map(str, args.seeds)] if args.seeds else []
-        for item in args.overrides:
-            sweep_argv += ["--set", item]
-        sweep_argv += ["--no-progress"] if args.no_progress else []
-        code = sweep_cli.main(sweep_argv)
+        code = study.sweep(spec, overrides=overrides, executor=executor)
         if code != 0:
             print(f"the accuracy sweep stopped with exit code {code}; run the same command again to continue",
                   file=sys.stderr)
             return code
-
-    lpips = None
-    lpips_text = "not computed (no backbone weights; --lpips-weights PATH)"
     try:
-        if args.lpips_weights:
-            lpips = LpipsMetric(backbone_weights=args.lpips_weights, value_range=(0.0, 1.0))
-            lpips_text = f"AlexNet LPIPS, backbone weights {args.lpips_weights}"
-        elif args.lpips_uncalibrated:
-            lpips = LpipsMetric(backbone_weights=None, allow_random_backbone=True, value_range=(0.0, 1.0))
-            lpips_text = ("UNCALIBRATED: AlexNet backbone randomly initialised (no ImageNet weights here); the "
-                          "values show the mechanics only, not perceptual similarity")
-    except (LpipsWeightsMissing, OSError, ValueError) as err:
+        lpips = load_lpips(args, value_range=(0.0, 1.0),
+                           uncalibrated_note="the values show the mechanics only, not perceptual similarity")
+    except StudyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    set_threads()
     linear = LinearInversionAttack(steps=args.linear_steps, lr=args.linear_lr, seed=0)
     carlini = CarliniInstaHideAttack(steps=args.carlini_steps, lr=args.carlini_lr)
     first = parse_run_config(cells[0]["configs"]["instahide"])
@@ -390,13 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         "linear": f"linear inversion (appendix F: Adam, {args.linear_steps} steps, lr {args.linear_lr})",
         "carlini": f"Carlini et al. noisy system on |x~| (Adam, {args.carlini_steps} steps, lr {args.carlini_lr})",
         "similarity": "correlation",
-        "lpips": lpips_text,
+        "lpips": lpips.text,
     }
     records: list[dict[str, Any]] = []
     panels = None
     started = time.perf_counter()
     for cell in tqdm(cells, desc="attacks", unit="cell", disable=args.no_progress):
-        got, images = attack_cell(cell, linear=linear, carlini=carlini, lpips=lpips, keep_images=panels is None)
+        got, images = attack_cell(cell, linear=linear, carlini=carlini, lpips=lpips.metric,
+                                  keep_images=panels is None)
         records.extend(got)
         panels = panels or images
     settings["attack_seconds"] = time.perf_counter() - started
@@ -406,26 +339,16 @@ def main(argv: list[str] | None = None) -> int:
         written.append(write_panels(panels, path=out / "attack_panels.png",
                                     title=f"party 0, P = {c['parties']}, beta = {c['beta']:g}, seed {c['seed']}: "
                                     "originals, releases and reconstructions (each image min-max scaled)"))
+    pages = [name for name in ("table4.md", "attacks.md") if (out / name).exists()]
     index = ["# InstaHide vs singularized mixup", "",
-             f"Sweep `{spec.name}` ({args.sweep_file.name}); one command: "
-             "`python -m simulations.instahide_compare`.", ""]
-    for name in ("table4.md", "attacks.md"):
-        if (out / name).exists():
-            index += [f"- [{name}]({name})"]
+             f"Sweep `{spec.name}` ({args.sweep_file.name}); one command: `{study.command}`.", ""]
+    index += [f"- [{name}]({name})" for name in pages]
     index += ["- [the accuracy sweep's full report](sweep_report.md)"]
-    for name in ("table4.md", "attacks.md"):
-        if (out / name).exists():
-            text = (out / name).read_text(encoding="utf-8")
-            index += ["", ("\n" + text).replace("\n# ", "\n## ").lstrip("\n")]
+    index += [line for name in pages for line in ("", embed((out / name).read_text(encoding="utf-8")))]
     if panels:
         index += ["", "![attack panels](attack_panels.png)"]
-    # The sweep just wrote its own report.md: keep it beside this index. With --skip-sweep,
-    # report.md is an earlier index and sweep_report.md must not be overwritten by it.
-    sweep_report = out / "report.md"
-    if not args.skip_sweep and sweep_report.exists():
-        sweep_report.replace(out / "sweep_report.md")
-    (out / "report.md").write_text("\n".join(index) + "\n", encoding="utf-8")
-    for path in written + [out / "report.md"]:
+    written.append(study.write_index(index))
+    for path in written:
         print(f"written: {path}")
     return 0
 

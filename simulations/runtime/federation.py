@@ -5,9 +5,9 @@ Flower 1.41 keeps the local simulation settings in its local SuperLink (under
 with the environment the platform needs (no per-run dependency installation, no
 telemetry), so that afterwards ``flwr run . --stream`` simulates the default 10 parties.
 
-    python -m simulations.federation                   # 10 parties, 1 CPU each
-    python -m simulations.federation --num-supernodes 50
-    python -m simulations.federation --num-supernodes 100 --gpu   # share one GPU
+    python -m simulations.runtime.federation                    # 10 parties, 1 CPU each
+    python -m simulations.runtime.federation --num-supernodes 50
+    python -m simulations.runtime.federation --num-supernodes 100 --gpu    # share one GPU
 
 With ``--gpu`` every simulated party gets 1 CPU and a fraction ``1 / min(P, cores)`` of
 the GPU, so that as many parties run at once as there are cores and all of them share the
@@ -23,7 +23,7 @@ import argparse
 import os
 import sys
 
-from simulations.local_flower import configure_simulation, flower_env, flwr_home, local_superlink_pids
+from simulations.runtime.local_flower import configure_simulation, flower_env, flwr_home, local_superlink_pids
 
 
 def gpu_share(num_supernodes: int, cores: int) -> float:
@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if local_superlink_pids(flwr_home(env)):
         print(
             "note: a local SuperLink is already running for this FLWR_HOME; it keeps the environment it "
-            "was started with. If runs fail with 'uv sync failed', stop it (python -m simulations.stop) "
-            "and run this again.",
+            "was started with. If runs fail with 'uv sync failed', stop it "
+            "(python -m simulations.runtime.stop) and run this again.",
             file=sys.stderr,
         )
     configure_simulation(num_supernodes=args.num_supernodes, num_cpus=args.num_cpus, num_gpus=args.num_gpus, env=env)

@@ -44,7 +44,7 @@ from attacks.gradient_inversion import (
 from client.party import PartyData, load_party
 from common.defences import local_update
 from common.seeds import Stream, derive_seed
-from common.config import RunConfig, parse_run_config
+from common.config import RunConfig
 from common.model import MixupClassifier
 
 __all__ = ["AUDIT_STAGES", "AuditProtocol", "audit_party", "audit_target_batch", "load_global_models"]
@@ -180,8 +180,3 @@ def audit_party(
         "seconds": seconds,
     }
     return record, {"original": originals, "reconstruction": estimate}
-
-
-def run_config_of(summary: dict[str, Any]) -> RunConfig:
-    """The run's own configuration, as its summary recorded it."""
-    return parse_run_config(summary["config"])

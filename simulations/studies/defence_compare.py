@@ -9,7 +9,7 @@ One command makes the comparison of issue 8:
    on validation, the rounds, the bytes each party sent and received, and the wall time;
    DP-Mix runs add the worst party's (epsilon, delta).
 2. **Attack success.** For every iterative run, the gradient-leakage audit
-   (:mod:`simulations.gradient_audit`) re-makes a party's update on a batch of 4 with the run's
+   (:mod:`simulations.studies.gradient_audit`) re-makes a party's update on a batch of 4 with the run's
    own defence code from the round-1 and the selected global model, and attacks it with
    Inverting Gradients under the Fed-AugMix paper's threat model (known labels). The one-shot
    runs have no update to invert: their releases are re-made with each run's configuration and
@@ -17,21 +17,17 @@ One command makes the comparison of issue 8:
    (mixing graph and weights known). Both are scored by MSE, PSNR and SSIM against the private
    samples, beside a prior-only guess (the mean of the party's other rows).
 
-Outputs under ``--out`` (default ``runs/defences-digits``): the sweep's folders and report,
+Outputs under ``--out`` (default ``runs/defences-digits``): the sweep's folders and report (its
+index is ``sweep_report.md``),
 ``defences.md`` / ``defences.csv`` (one row per method), ``attacks.csv`` / ``attacks.json`` (one
 record per attacked party, stage and seed), ``attack_panels.png`` and ``report.md``.
 
-    python -m simulations.defence_compare
+    python -m simulations.studies.defence_compare
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
-import os
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -47,15 +43,18 @@ from attacks.threat_model import grant_knowledge, observe
 from client.party import load_party
 from client.release import make_release
 from common.config import parse_run_config
+from common.io import write_json_atomic, write_text_atomic
+from common.run_summary import RunSummary, read_summary
 from server.app import WEIGHTS_SUFFIX
-from simulations import sweep as sweep_cli
-from simulations.gradient_audit import AUDIT_STAGES, AuditProtocol, audit_party, load_global_models
-from simulations.local_flower import PROJECT_ROOT
 from simulations.report import read_runs_csv
+from simulations.runtime.executor import Executor
+from simulations.studies.base import Study, embed, fmt_spread, set_threads, spread, write_csv, write_image_grid
+from simulations.studies.gradient_audit import AUDIT_STAGES, AuditProtocol, audit_party, load_global_models
+from simulations.sweep import SWEEPS_DIR, SweepError
 
 __all__ = ["METHODS", "attack_one_shot_run", "audit_iterative_run", "main", "method_of", "write_comparison"]
 
-DEFAULT_FILE = sweep_cli.SWEEPS_DIR / "defences-digits.toml"
+DEFAULT_FILE = SWEEPS_DIR / "defences-digits.toml"
 
 # Method key -> label, in report order.
 METHODS = {
@@ -90,17 +89,22 @@ def method_of(run: dict[str, Any]) -> str:
     return str(run["strategy"]) + ("" if defence == "none" else f"+{defence}")
 
 
-def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not vals:
-        return None, None
-    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else None)
+def _spread(values) -> dict[str, float] | None:
+    """Mean and sample std over seeds (or attacked parties) of the values there are."""
+    return spread(values, ddof=1, finite_only=False)
 
 
-def _fmt(mean: float | None, std: float | None, digits: int = 2) -> str:
-    if mean is None:
-        return "n/a"
-    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+def _mean(value: dict[str, float] | None) -> float | None:
+    return None if value is None else value["mean"]
+
+
+def _std(value: dict[str, float] | None) -> float | None:
+    """The sample std; ``None`` for a single value (no spread to speak of)."""
+    return None if value is None or value["n"] < 2 else value["std"]
+
+
+def _fmt(value: dict[str, float] | None, digits: int = 2) -> str:
+    return fmt_spread(value, digits, std_of_one=False)
 
 
 def _mib(value: float | None) -> str:
@@ -112,17 +116,17 @@ def audit_iterative_run(
 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
     """Gradient-leakage audit of every (stage, party) of one iterative run."""
     summary_path = Path(run["summary_path"])
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    cfg = parse_run_config(summary["config"])
+    summary = read_summary(summary_path)
+    cfg = parse_run_config(summary.config)
     models = load_global_models(summary_path.with_name(summary_path.stem + WEIGHTS_SUFFIX))
-    count = summary["num_parties"] if parties is None else min(parties, summary["num_parties"])
+    count = summary.num_parties if parties is None else min(parties, summary.num_parties)
     records, images = [], None
     for stage in stages:
         state = models[stage]
         if state is None:
             raise ValueError(f"{summary_path}: no {stage} global model was saved")
         for pid in range(count):
-            record, pictures = audit_party(cfg, party_id=pid, num_parties=summary["num_parties"],
+            record, pictures = audit_party(cfg, party_id=pid, num_parties=summary.num_parties,
                                            global_state=state, protocol=protocol)
             records.append({"method": method_of(run), "stage": stage, "attack": "inverting-gradients",
                             "seed": run["seed"], "parties": run["parties"], "beta": run["beta"],
@@ -136,12 +140,12 @@ def attack_one_shot_run(
     run: dict[str, Any], *, linear: LinearInversionAttack, parties: int | None,
 ) -> tuple[list[dict[str, Any]], dict[str, torch.Tensor] | None]:
     """Linear inversion (appendix F) of every party's release of one one-shot run."""
-    summary = json.loads(Path(run["summary_path"]).read_text(encoding="utf-8"))
-    cfg = parse_run_config(summary["config"])
-    count = summary["num_parties"] if parties is None else min(parties, summary["num_parties"])
+    summary = read_summary(run["summary_path"])
+    cfg = parse_run_config(summary.config)
+    count = summary.num_parties if parties is None else min(parties, summary.num_parties)
     records, images = [], None
     for pid in range(count):
-        party = load_party(cfg, pid, summary["num_parties"])
+        party = load_party(cfg, pid, summary.num_parties)
         shape = party.image_shape or (int(party.train_x[0].numel()),)
         originals = party.train_x.float().reshape(-1, *shape)
         lo, hi = (float(v) for v in party.input_bounds)
@@ -164,30 +168,35 @@ def attack_one_shot_run(
     return records, images
 
 
-def _guarantee(method: str, summaries: list[dict[str, Any]]) -> tuple[str, float | None, float | None]:
+def _guarantee(method: str, summaries: list[RunSummary]) -> tuple[str, float | None, float | None]:
     if method == "one-shot-mixup":
-        privacy = summaries[0].get("privacy") or {}
-        return (f"Theorem 2 directional SNR <= tau = {privacy.get('tau'):g} ({privacy.get('noise_mode')} noise; "
+        privacy = summaries[0].privacy
+        return (f"Theorem 2 directional SNR <= tau = {privacy.tau:g} ({privacy.noise_mode} noise; "
                 "clamped breaks the bound), one release", None, None)
-    defence = summaries[0].get("defence") or {}
-    if defence.get("defence") in ("dp-mix-self", "dp-mix-diff"):
-        eps = [d["defence"]["epsilon_max"] for d in summaries if d["defence"].get("epsilon_max") is not None]
+    defence = summaries[0].defence
+    figures = (defence.model_extra or {}) if defence else {}
+    if defence is not None and defence.defence in ("dp-mix-self", "dp-mix-diff"):
+        eps = [e for e in ((s.defence.model_extra or {}).get("epsilon_max") for s in summaries) if e is not None]
         worst = max(eps) if eps else None
-        sgd = defence["dp_sgd"]
-        text = (f"(epsilon <= {worst:.2f}, delta = {defence['delta']:g}) per party, record level; sigma "
+        sgd = figures["dp_sgd"]
+        text = (f"(epsilon <= {worst:.2f}, delta = {figures['delta']:g}) per party, record level; sigma "
                 f"{sgd['noise_multiplier']:g}, C {sgd['max_grad_norm']:g}; seeded noise (simulation)"
                 if worst is not None else "DP-SGD (epsilon not reported)")
-        return text, worst, defence["delta"]
-    if defence.get("defence") == "fed-augmix":
+        return text, worst, figures["delta"]
+    if defence is not None and defence.defence == "fed-augmix":
         return "none (augmentation noise, no formal guarantee)", None, None
     return "none", None, None
+
+
+# The attack figures of each method: (row key prefix, record key); the row has "<prefix>_initial" (the
+# untrained model's, or the release's) and "<prefix>_selected" (the trained model's, or the release's again).
+ATTACK_FIGURES = (("psnr_centred", "psnr_centred"), ("psnr", "psnr_matched"), ("ssim", "ssim_matched"))
 
 
 def write_comparison(
     runs: list[dict[str, Any]], records: list[dict[str, Any]], *, out: Path, settings: dict[str, Any],
 ) -> list[Path]:
     """``defences.md`` / ``defences.csv`` (one row per method), ``attacks.csv`` / ``attacks.json``."""
-    out.mkdir(parents=True, exist_ok=True)
     by_method: dict[str, list[dict]] = defaultdict(list)
     for run in runs:
         by_method[method_of(run)].append(run)
@@ -197,52 +206,38 @@ def write_comparison(
     rows = []
     for method in [m for m in METHODS if m in by_method]:
         group = by_method[method]
-        summaries = [json.loads(Path(r["summary_path"]).read_text(encoding="utf-8")) for r in group]
-        acc = _mean_std([r["test_accuracy"] for r in group])
-        wall = _mean_std([r["wall_seconds"] for r in group])
+        summaries = [read_summary(r["summary_path"]) for r in group]
+        acc = _spread(r["test_accuracy"] for r in group)
+        wall = _spread(r["wall_seconds"] for r in group)
         guarantee, eps, delta = _guarantee(method, summaries)
         one_shot = method == "one-shot-mixup"
-        stage_a, stage_b = ("release", "release") if one_shot else AUDIT_STAGES
-        pick = lambda stage, key: _mean_std([r[key] for r in attacks.get((method, stage), [])])  # noqa: E731
-        prior = _mean_std([r["prior_psnr"] for s in (stage_a, stage_b) for r in attacks.get((method, s), [])])
-        rows.append({
+        stages = ("release", "release") if one_shot else AUDIT_STAGES
+        both = [r for s in stages for r in attacks.get((method, s), [])]
+        row = {
             "method": method, "label": METHODS[method], "n_seeds": len(group),
             "seeds": sorted({r["seed"] for r in group}),
-            "test_accuracy_mean": acc[0], "test_accuracy_std": acc[1],
+            "accuracy": acc, "test_accuracy_mean": _mean(acc), "test_accuracy_std": _std(acc),
             "rounds": sorted({int(r["rounds"]) for r in group}),
-            "bytes_uploaded_per_party": _mean_std([r["bytes_uploaded_per_party"] for r in group])[0],
-            "bytes_downloaded_per_party": _mean_std([r["bytes_downloaded_per_party"] for r in group])[0],
-            "wall_seconds_mean": wall[0], "wall_seconds_std": wall[1],
+            "bytes_uploaded_per_party": _mean(_spread(r["bytes_uploaded_per_party"] for r in group)),
+            "bytes_downloaded_per_party": _mean(_spread(r["bytes_downloaded_per_party"] for r in group)),
+            "wall": wall, "wall_seconds_mean": _mean(wall), "wall_seconds_std": _std(wall),
             "guarantee": guarantee, "epsilon_max": eps, "delta": delta,
             "attack": "linear inversion of the release (appendix F)" if one_shot
             else "Inverting Gradients on one update",
-            "psnr_centred_initial": pick(stage_a, "psnr_centred"), "psnr_centred_selected": pick(stage_b, "psnr_centred"),
-            "prior_psnr_centred": _mean_std([r["prior_psnr_centred"] for s in (stage_a, stage_b)
-                                             for r in attacks.get((method, s), [])]),
-            "psnr_initial": pick(stage_a, "psnr_matched"), "psnr_selected": pick(stage_b, "psnr_matched"),
-            "ssim_initial": pick(stage_a, "ssim_matched"), "ssim_selected": pick(stage_b, "ssim_matched"),
-            "prior_psnr": prior,
-        })
-    csv_path = out / "defences.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COMPARISON_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            flat = dict(row)
-            for key in ("psnr_centred_initial", "psnr_centred_selected", "prior_psnr_centred", "psnr_initial",
-                        "psnr_selected", "ssim_initial", "ssim_selected", "prior_psnr"):
-                flat[key] = row[key][0]
-            flat["rounds"] = "/".join(str(v) for v in row["rounds"])
-            flat["method"] = row["label"]
-            writer.writerow(flat)
-    attacks_csv = out / "attacks.csv"
-    with attacks_csv.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=ATTACK_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(records)
-    attacks_json = out / "attacks.json"
-    attacks_json.write_text(json.dumps({"settings": settings, "records": records}, indent=2, default=float) + "\n",
-                            encoding="utf-8")
+            "prior_psnr_centred": _spread(r["prior_psnr_centred"] for r in both),
+            "prior_psnr": _spread(r["prior_psnr"] for r in both),
+        }
+        for name, key in ATTACK_FIGURES:
+            for when, stage in zip(("initial", "selected"), stages):
+                row[f"{name}_{when}"] = _spread(r[key] for r in attacks.get((method, stage), []))
+        rows.append(row)
+    spreads = ("psnr_centred_initial", "psnr_centred_selected", "prior_psnr_centred", "psnr_initial",
+               "psnr_selected", "ssim_initial", "ssim_selected", "prior_psnr")
+    csv_path = write_csv(out / "defences.csv", [
+        {**row, **{key: _mean(row[key]) for key in spreads}, "rounds": "/".join(str(v) for v in row["rounds"]),
+         "method": row["label"]} for row in rows], columns=COMPARISON_COLUMNS)
+    attacks_csv = write_csv(out / "attacks.csv", records, columns=ATTACK_COLUMNS)
+    attacks_json = write_json_atomic(out / "attacks.json", {"settings": settings, "records": records})
     seeds = sorted({s for row in rows for s in row["seeds"]})
     lines = [
         "# Client-side defences against one-shot singularized mixup, on the same partitions",
@@ -272,18 +267,17 @@ def write_comparison(
     ]
     for row in rows:
         lines.append(
-            f"| {row['label']} | {_fmt(row['test_accuracy_mean'], row['test_accuracy_std'])} | "
+            f"| {row['label']} | {_fmt(row['accuracy'])} | "
             f"{'/'.join(str(v) for v in row['rounds'])} | {_mib(row['bytes_uploaded_per_party'])} / "
-            f"{_mib(row['bytes_downloaded_per_party'])} | {_fmt(row['wall_seconds_mean'], row['wall_seconds_std'], 1)} | "
-            f"{_fmt(*row['psnr_centred_initial'])} / {_fmt(*row['psnr_centred_selected'])} | "
-            f"{_fmt(*row['prior_psnr_centred'])} | "
-            f"{_fmt(*row['ssim_initial'], 3)} / {_fmt(*row['ssim_selected'], 3)} | "
-            f"{_fmt(*row['psnr_initial'])} / {_fmt(*row['psnr_selected'])} ({_fmt(*row['prior_psnr'])}) | "
+            f"{_mib(row['bytes_downloaded_per_party'])} | {_fmt(row['wall'], 1)} | "
+            f"{_fmt(row['psnr_centred_initial'])} / {_fmt(row['psnr_centred_selected'])} | "
+            f"{_fmt(row['prior_psnr_centred'])} | "
+            f"{_fmt(row['ssim_initial'], 3)} / {_fmt(row['ssim_selected'], 3)} | "
+            f"{_fmt(row['psnr_initial'])} / {_fmt(row['psnr_selected'])} ({_fmt(row['prior_psnr'])}) | "
             f"{row['guarantee']} |"
         )
     lines += ["", _verdict(rows)]
-    md_path = out / "defences.md"
-    md_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    md_path = write_text_atomic(out / "defences.md", "\n".join(lines) + "\n")
     return [md_path, csv_path, attacks_csv, attacks_json]
 
 
@@ -291,9 +285,9 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
     """Plain sentences: which attacks beat the prior-only guess, by how much."""
     parts = []
     for row in rows:
-        prior = row["prior_psnr_centred"][0]
-        gains = [v[0] - prior for v in (row["psnr_centred_initial"], row["psnr_centred_selected"])
-                 if v[0] is not None and prior is not None]
+        prior = _mean(row["prior_psnr_centred"])
+        gains = [_mean(v) - prior for v in (row["psnr_centred_initial"], row["psnr_centred_selected"])
+                 if _mean(v) is not None and prior is not None]
         if not gains:
             continue
         best = max(gains)
@@ -303,40 +297,20 @@ def _verdict(rows: list[dict[str, Any]]) -> str:
 
 
 def write_panels(panels: dict[str, dict[str, torch.Tensor]], *, path: Path) -> Path:
-    """Originals above reconstructions, one column block per method (first attacked party)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = list(panels)
-    count = max(v["original"].shape[0] for v in panels.values())
-    count = min(count, 4)
-    fig, axes = plt.subplots(2 * len(methods), count, figsize=(1.3 * count, 2.6 * len(methods)), squeeze=False)
-    for m, method in enumerate(methods):
-        for r, key in enumerate(("original", "reconstruction")):
-            images = panels[method][key]
-            for c in range(count):
-                ax = axes[2 * m + r][c]
-                ax.axis("off")
-                if c < images.shape[0]:
-                    ax.imshow(images[c, 0].detach().numpy(), cmap="gray", vmin=0.0, vmax=1.0)
-            axes[2 * m + r][0].set_title(f"{METHODS[method]}: {key}", fontsize=7, loc="left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    """Originals above reconstructions, one pair of rows per method (first attacked party)."""
+    count = min(max(v["original"].shape[0] for v in panels.values()), 4)
+    rows = []
+    for method, images in panels.items():
+        for key in ("original", "reconstruction"):
+            batch = images[key]
+            rows.append((f"{METHODS[method]}: {key}",
+                         [batch[c, 0].detach().numpy() if c < batch.shape[0] else None for c in range(count)]))
+    return write_image_grid(rows, path=path, cell=(1.3, 1.3), labels="above", frame=False)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweep_file", nargs="?", type=Path, default=DEFAULT_FILE,
-                        help=f"sweep TOML (default {DEFAULT_FILE.relative_to(PROJECT_ROOT)})")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/<sweep name>)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="replace the file's seeds")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="run-config value for every run (passed to the sweep), repeatable")
-    parser.add_argument("--skip-sweep", action="store_true", help="attacks and tables only (no flwr runs)")
+    Study.add_sweep_arguments(parser, default_file=DEFAULT_FILE, skip_help="attacks and tables only (no flwr runs)")
     parser.add_argument("--audit-parties", type=int, default=None,
                         help="attack the first N parties of every run (default: all)")
     parser.add_argument("--iterations", type=int, default=AuditProtocol.iterations,
@@ -344,38 +318,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--restarts", type=int, default=AuditProtocol.restarts)
     parser.add_argument("--linear-steps", type=int, default=200)
     parser.add_argument("--linear-lr", type=float, default=0.05)
-    parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
     try:
-        spec = sweep_cli.load_sweep(args.sweep_file)
-        if args.seeds:
-            spec = spec.model_copy(update={"seeds": sweep_cli.SweepSpec._distinct_seeds(args.seeds)})
-        sweep_cli.parse_overrides(args.overrides)
-    except (sweep_cli.SweepError, ValueError) as err:
+        study, spec, overrides = Study.load_sweep_arguments(args, module="defence_compare")
+    except (SweepError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    out = (args.out or PROJECT_ROOT / "runs" / spec.name).resolve()
+    out = study.out
     if not args.skip_sweep:
-        sweep_argv = [str(args.sweep_file), "--out", str(out)]
-        sweep_argv += ["--seeds", *map(str, args.seeds)] if args.seeds else []
-        for item in args.overrides:
-            sweep_argv += ["--set", item]
-        sweep_argv += ["--no-progress"] if args.no_progress else []
-        code = sweep_cli.main(sweep_argv)
+        code = study.sweep(spec, overrides=overrides, executor=executor)
         if code != 0:
             print(f"the sweep stopped with exit code {code}; run the same command again to continue",
                   file=sys.stderr)
             return code
-        # The sweep wrote its own report.md; this command's index takes that name.
-        if (out / "report.md").exists():
-            (out / "report.md").replace(out / "sweep_report.md")
     csv_path = out / "runs.csv"
     if not csv_path.exists():
         print(f"error: {csv_path} does not exist; run without --skip-sweep first", file=sys.stderr)
         return 2
     runs = [r for r in read_runs_csv(csv_path) if not args.seeds or r["seed"] in args.seeds]
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
+    set_threads()
     protocol = AuditProtocol(iterations=args.iterations, restarts=args.restarts)
     linear = LinearInversionAttack(steps=args.linear_steps, lr=args.linear_lr, seed=0)
     records: list[dict[str, Any]] = []
@@ -390,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         records.extend(got)
         if images is not None and method not in panels:
             panels[method] = images
-    first = json.loads(Path(runs[0]["summary_path"]).read_text(encoding="utf-8"))["config"]
+    first = read_summary(runs[0]["summary_path"]).config
     settings = {
         "sweep": spec.name,
         "data": f"{first['dataset']} (raw inputs, appendix-E MLP; DP-Mix with LayerNorm)",
@@ -399,19 +361,17 @@ def main(argv: list[str] | None = None) -> int:
         "tau": first["tau"], "noise_mode": first["noise-mode"], "central_epochs": first["central-epochs"],
         "audit": protocol.describe(),
         "linear": f"linear inversion (Adam, {args.linear_steps} steps, lr {args.linear_lr:g})",
-        "attack_seconds": None,
+        "attack_seconds": time.perf_counter() - started,
     }
-    settings["attack_seconds"] = time.perf_counter() - started
     written = write_comparison(runs, records, out=out, settings=settings)
     if panels:
         written.append(write_panels(panels, path=out / "attack_panels.png"))
-    index = ["# Client-side defences vs one-shot singularized mixup", "",
-             f"Sweep `{spec.name}` ({args.sweep_file.name}); one command: `python -m simulations.defence_compare`.",
-             "", "- [the sweep's full report](sweep_report.md)", "",
-             ("\n" + (out / "defences.md").read_text(encoding="utf-8")).replace("\n# ", "\n## ").lstrip("\n")]
-    (out / "report.md").write_text("\n".join(index) + "\n", encoding="utf-8")
-    written.append(out / "report.md")
-    print((out / "defences.md").read_text(encoding="utf-8"))
+    defences_md = (out / "defences.md").read_text(encoding="utf-8")
+    written.append(study.write_index([
+        "# Client-side defences vs one-shot singularized mixup", "",
+        f"Sweep `{spec.name}` ({args.sweep_file.name}); one command: `{study.command}`.", "",
+        "- [the sweep's full report](sweep_report.md)", "", embed(defences_md)]))
+    print(defences_md)
     for path in written:
         print(f"wrote {path}")
     return 0

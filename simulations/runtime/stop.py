@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from simulations.local_flower import flwr_home, stop_local_superlink
+from simulations.runtime.local_flower import flwr_home, stop_local_superlink
 
 
 def main() -> int:

@@ -1,5 +1,5 @@
 """Drive Flower 1.41's local simulation runtime from Python: environment, federation size,
-``flwr run`` invocations and cleanup of the managed local SuperLink.
+``flwr run`` invocations, run ids, and stopping runs and the managed local SuperLink.
 
 ``flwr run`` starts a detached local SuperLink on first use; it keeps the environment it
 was started with, so the variables below must be set before the first ``flwr`` command.
@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 # Without these the SuperLink re-installs the app's dependencies into a fresh virtual
 # environment for every run and reports usage to Flower's telemetry endpoint.
