@@ -77,9 +77,9 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def _model(cfg: RunConfig, party: PartyData, msg: Message) -> MixupClassifier:
+def _model(cfg: RunConfig, party: PartyData, arrays: ArrayRecord) -> MixupClassifier:
     model = MixupClassifier(in_dim=int(party.train_x[0].numel()), num_classes=party.num_classes, norm=cfg.model_norm)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict())
     return model.to(resolve_device(cfg.device))
 
 
@@ -91,10 +91,15 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])
     mu = float(config.get("proximal-mu", 0.0))  # FedAvg sends none
     lr = cosine_lr(cfg.lr, server_round - 1, cfg.num_rounds)
-    model = _model(cfg, party, msg)
+    model = _model(cfg, party, msg.content["arrays"])
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.TRAIN, server_round))
-    update = local_update(cfg, party, model, lr=lr, proximal_mu=mu, generator=generator, server_round=server_round)
-    metrics = {"num-examples": int(party.train_x.shape[0]), **update.metrics}
+    # Dropout draws from the global generator: seed it per party and round, so that the update
+    # does not depend on which simulated parties shared this worker before (reruns are exact).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.DROPOUT, server_round))
+        update = local_update(cfg, party, model, lr=lr, proximal_mu=mu, generator=generator,
+                              server_round=server_round)
+    metrics = {"num-examples": int(party.train_x.shape[0]), "partition-id": party.partition_id, **update.metrics}
     if update.train_loss is not None:  # DP-Mix keeps its unprivatised loss to itself
         metrics["train-loss"] = update.train_loss
     content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": MetricRecord(metrics)})
@@ -103,11 +108,18 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Loss and accuracy of the global model on this party's validation part."""
+    """Loss and accuracy of the global model on this party's validation part; or, for a
+    one-shot selection round, the loss of every candidate checkpoint the server sent."""
     cfg, party = _party(context)
-    model = _model(cfg, party, msg)
+    config = msg.content["config"] if "config" in msg.content else {}
+    if "candidate-steps" in config:
+        metrics: dict = {"num-examples": int(party.val_x.shape[0]), "partition-id": party.partition_id}
+        for step in config["candidate-steps"]:
+            model = _model(cfg, party, msg.content[f"model-{int(step)}"])
+            metrics[f"val-loss-{int(step)}"], _ = evaluate_model(model, party.val_x, party.val_y)
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    model = _model(cfg, party, msg.content["arrays"])
     loss, accuracy = evaluate_model(model, party.val_x, party.val_y)
-    metrics = MetricRecord(
-        {"num-examples": int(party.val_x.shape[0]), "val-loss": loss, "val-accuracy": accuracy}
-    )
+    metrics = MetricRecord({"num-examples": int(party.val_x.shape[0]), "partition-id": party.partition_id,
+                            "val-loss": loss, "val-accuracy": accuracy})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)

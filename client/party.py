@@ -16,8 +16,7 @@ from common.config import RunConfig
 from common.device import resolve_device
 from common.party import PartyData
 from common.seeds import Stream, derive_seed
-from features.pipeline import BackboneImageSpace, input_bounds, preprocessing_for, split_inputs
-from loaders import load_dataset
+from features.pipeline import BackboneImageSpace, input_bounds, load_run_data, preprocessing_for, split_inputs
 
 __all__ = ["PartyData", "load_party", "load_public_pool", "partition_indices", "private_pool", "public_indices"]
 
@@ -52,7 +51,7 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
     if not 0 <= partition_id < num_partitions:
         raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
     cfg.partitioner_spec.check_parties(cfg, num_partitions)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    data = load_run_data(cfg)
     labels = data.train_y.numpy()
     if cfg.public_fraction > 0:  # partition what is left after the public pool
         pool = private_pool(cfg, labels.size)
@@ -104,7 +103,7 @@ def load_public_pool(cfg: RunConfig) -> torch.Tensor:
     Every party computes the same pool from the run config; InstaHide mixes its rows into
     the encodings as structured noise (their labels are never used).
     """
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    data = load_run_data(cfg)
     rows = public_indices(cfg, int(data.train_y.shape[0]))
     if rows.size == 0:
         raise ValueError("public-fraction = 0: this run holds out no public pool")

@@ -146,6 +146,24 @@ class RunConfig(BaseModel):
         )
     )
 
+    # Model selection, the same rule for both protocols.
+    selection: Literal["last", "validation", "mixed-validation"] = Field(
+        "last", description=(
+            'which model a run reports. `"last"`: the model after the fixed budget (central epochs / rounds with the '
+            'cosine schedule), as the paper\'s recipe trains; no selection traffic (FedProx/FedAvg send no '
+            'evaluate messages). `"validation"`: the lowest size-weighted loss on the parties\' clean held-out '
+            'validation parts, for both protocols (one-shot: after training the server sends its candidate '
+            'checkpoints to every party once, metered). `"mixed-validation"`: one-shot only, the lowest loss on the '
+            'parties\' mixed validation releases (uploaded with the release). The test set never chooses'
+        )
+    )
+    selection_every: int = Field(
+        5, ge=1, description=(
+            'one-shot with `selection = "validation"`: a candidate checkpoint every this many central epochs (the '
+            'last epoch is always a candidate)'
+        )
+    )
+
     # Frozen backbone (appendix E); 'none' trains on raw inputs.
     backbone: Literal["none", "resnet18", "resnet50"] = Field(
         "none", description='frozen ImageNet feature extractor: `none` (raw inputs), `resnet18`, `resnet50`'
@@ -316,6 +334,9 @@ class RunConfig(BaseModel):
             raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
         if self.encoding != DEFAULT_ENCODING and self.strategy != "one-shot-mixup":
             raise ValueError(f"encoding: only used with strategy = 'one-shot-mixup'; leave it at '{DEFAULT_ENCODING}'")
+        if self.selection == "mixed-validation" and self.strategy != "one-shot-mixup":
+            raise ValueError("selection: 'mixed-validation' exists for one-shot runs only (FedProx/FedAvg have no "
+                             "mixed releases); use 'last' or 'validation', the same rule as the runs compared")
         if self.defence != DEFAULT_DEFENCE and self.strategy == "one-shot-mixup":
             raise ValueError(f"defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at '{DEFAULT_DEFENCE}'")
         # Each variant refuses the settings it cannot run with (its message starts with the key).

@@ -37,12 +37,16 @@ class Outcome(_Model):
 
     test_accuracy: float = Field(ge=0, le=1, description="of the selected model, on the server's test set")
     test_loss: float
-    selected_by: str = Field(description="the rule that chose the model (never the test set)")
+    selection: str = Field(description="the selection rule's run-config value: last, validation, mixed-validation")
+    selected_by: str = Field(description="the rule that chose the model, in words (never the test set)")
     selected_at: int = Field(ge=0, description="central epoch (one-shot) or round (iterative) of the selected model")
     selected_val_loss: float | None = None
     last_test_accuracy: float = Field(ge=0, le=1, description="of the last epoch's/round's model, never chosen")
     train_seconds: float = Field(ge=0)
     seconds_per_round: float | None = None
+    selection_round: dict[str, Any] | None = Field(
+        None, description="one-shot with selection = 'validation': candidates, losses, bytes and time of the extra round"
+    )
 
 
 class Communication(_Model):
@@ -149,6 +153,7 @@ def _upgrade_legacy(raw: dict[str, Any]) -> dict[str, Any]:
     knows about older versions."""
     raw = dict(raw)
     result = dict(raw["result"])
+    result.setdefault("selection", "validation" if raw.get("strategy") != "one-shot-mixup" else "mixed-validation")
     if "selected_at" not in result:
         result["selected_at"] = result.pop("selected_epoch", result.pop("selected_round", 0))
         result["last_test_accuracy"] = result.pop("last_epoch_test_accuracy", result.pop("last_round_test_accuracy", None))
@@ -178,7 +183,10 @@ def read_summary(path: Path | str) -> RunSummary:
 class RunRow(_Model):
     """One run as a row of a sweep's ``runs.csv`` (column order = field order).
 
-    Accuracies in percent, of the selected model, with the last epoch's/round's beside it.
+    Accuracies in percent, of the selected model, with the last epoch's/round's beside it;
+    ``selection`` names the rule that chose it; ``test_rows`` is the test set's size (one
+    sample weighs ``100 / test_rows`` points); ``label_skew`` the partition's mean
+    total-variation distance from the global label mix.
     ``encoding`` is the one-shot encoding ("" for the iterative strategies); ``defence`` the
     iterative strategies' client-side defence ("" for one-shot). Encoding-specific columns
     (``noise_mode``, ``tau``, ``instahide_k``, ``snr_pc1_mean``, ...) are empty where an
@@ -203,9 +211,12 @@ class RunRow(_Model):
     instahide_k: int | None
     instahide_k_private: int | None
     public_fraction: float
+    label_skew: float | None
+    test_rows: int | None
     test_accuracy: float
     selected_at: int
     last_test_accuracy: float
+    selection: str
     selected_by: str
     rounds: int
     releases_per_party: int
@@ -224,8 +235,10 @@ class RunRow(_Model):
 
     @classmethod
     def from_summary(cls, summary: RunSummary, *, run_key: str, table: str, layout: str, release: str,
-                     beta: float, rho: float, seed: int, summary_path: Path | str) -> RunRow:
-        """The row of one run; encoding-specific columns come from the encoding itself."""
+                     beta: float, rho: float, seed: int, summary_path: Path | str,
+                     label_skew: float | None = None) -> RunRow:
+        """The row of one run; encoding-specific columns come from the encoding itself.
+        ``label_skew`` is the partition's (the sweep computes it from the run config)."""
         from common.encodings import get_encoding  # the registries import the config, which imports this
 
         privacy = summary.privacy
@@ -242,9 +255,11 @@ class RunRow(_Model):
             defence=summary.defence.defence if summary.defence else "",
             parties=summary.num_parties, beta=beta, rho=rho, seed=seed,
             dataset=config["dataset"], backbone=config.get("backbone", "none"),
-            public_fraction=float(config.get("public-fraction", 0.0)),
+            public_fraction=float(config.get("public-fraction", 0.0)), label_skew=label_skew,
+            test_rows=summary.inputs.get("test_rows"),
             test_accuracy=100 * summary.result.test_accuracy, selected_at=summary.result.selected_at,
-            last_test_accuracy=100 * summary.result.last_test_accuracy, selected_by=summary.result.selected_by,
+            last_test_accuracy=100 * summary.result.last_test_accuracy, selection=summary.result.selection,
+            selected_by=summary.result.selected_by,
             rounds=summary.rounds, releases_per_party=releases,
             exposures_per_sample=int(privacy.exposures_per_sample.get("max", releases)) if privacy else 0,
             bytes_uploaded=comm.bytes_uploaded, bytes_downloaded=comm.bytes_downloaded,

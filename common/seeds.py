@@ -30,6 +30,7 @@ class Stream(IntEnum):
     RADIUS = 5  # images used to map the radius into feature space
     PUBLIC = 6  # the public pool (drawn from the run seed alone)
     AUDIT = 7  # the gradient audit's batch choice and its local update
+    DROPOUT = 8  # the global generator during a local update (dropout)
 
     # The U-Net attack's own draws: derive_seed(attack seed, stream[, epoch]).
     ATTACK_INIT = 0

@@ -23,10 +23,11 @@ from common.preprocess import NORMALISATION, ImagePreprocessing, channel_bounds
 from features.backbones import BackboneWeights, FrozenBackbone, build_backbone, feature_dim
 from features.cache import CacheResult, FeatureKey, cached_features, data_fingerprint
 from features.extraction import extract_features, forward_features
-from loaders import LabelledSplits
+from loaders import LabelledSplits, load_dataset
 
 __all__ = [
     "BackboneImageSpace",
+    "load_run_data",
     "describe_inputs",
     "input_bounds",
     "load_backbone",
@@ -36,6 +37,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("flwr.mixupfl.features")
+
+
+def load_run_data(cfg: RunConfig) -> LabelledSplits:
+    """The run's data set; a data set without an official test split (digits) is split with
+    the run's ``seed``, so that runs over seeds also average over test sets."""
+    return load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download,
+                        split_seed=cfg.seed)
 
 
 def preprocessing_for(cfg: RunConfig, data: LabelledSplits) -> ImagePreprocessing | None:

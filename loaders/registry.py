@@ -19,9 +19,8 @@ DATASET_NAMES: tuple[str, ...] = ("digits", "mnist", "cifar10", "cifar100", "tin
 # Pixels are stored as uint8 0..255; after the /255 of preprocessing they lie in [0, 1].
 IMAGE_VALID_RANGE: tuple[float, float] = (0.0, 1.0)
 
-# Data sets without an official test split are split with this fixed seed, so that the test
-# set is the same for every run seed, as CIFAR's official test split would be.
-SPLIT_SEED = 0
+# Data sets without an official test split (digits) are split with the run's seed: runs over
+# seeds then also average over test sets instead of all leaning on one draw of a small test set.
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,8 @@ class LabelledSplits:
         return int(np.prod(self.train_x.shape[1:]))
 
 
-def _stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(SPLIT_SEED)
+def _stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
     train, test = [], []
     for cls in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == cls))
@@ -78,14 +77,14 @@ def _stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndar
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
 
 
-def _load_digits(test_fraction: float) -> LabelledSplits:
+def _load_digits(test_fraction: float, split_seed: int) -> LabelledSplits:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     # Pixel intensities are integers 0..16; scale to [0, 1].
     x = bunch.data.astype(np.float32) / 16.0
     y = bunch.target.astype(np.int64)
-    train, test = _stratified_split(y, test_fraction)
+    train, test = _stratified_split(y, test_fraction, split_seed)
     return LabelledSplits(
         train_x=torch.from_numpy(x[train]),
         train_y=torch.from_numpy(y[train]),
@@ -99,7 +98,7 @@ def _load_digits(test_fraction: float) -> LabelledSplits:
 
 @lru_cache(maxsize=4)
 def load_dataset(
-    name: str, *, data_dir: str = "", test_fraction: float = 0.2, download: bool = False
+    name: str, *, data_dir: str = "", test_fraction: float = 0.2, download: bool = False, split_seed: int = 0
 ) -> LabelledSplits:
     """Load a data set by name. Cached per process: simulated parties share one copy.
 
@@ -112,6 +111,8 @@ def load_dataset(
     test_fraction : float, default 0.2
         Held-out share for digits, which has no official split. The image sets use their
         official splits (Tiny-ImageNet: its labelled ``val/`` as test) and ignore it.
+    split_seed : int, default 0
+        Seed of digits' stratified test split (the run's ``seed``); ignored by the image sets.
     download : bool, default False
         Let torchvision fetch MNIST/CIFAR into ``data_dir`` when files are missing there.
         Tiny-ImageNet is never downloaded.
@@ -128,7 +129,7 @@ def load_dataset(
         When an image set's files are not under ``data_dir`` (and could not be downloaded).
     """
     if name == "digits":
-        return _load_digits(test_fraction)
+        return _load_digits(test_fraction, split_seed)
     # Imported here: torchvision and PIL are only needed for the image sets, and the loader
     # modules import this one (LabelledSplits).
     if name in ("mnist", "cifar10", "cifar100"):

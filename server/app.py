@@ -27,8 +27,7 @@ from common.device import resolve_device
 from common.model import MixupClassifier
 from common.run_summary import RunSummary
 from common.training import evaluate
-from features.pipeline import describe_inputs, split_inputs
-from loaders import load_dataset
+from features.pipeline import describe_inputs, load_run_data, split_inputs
 from server.iterative import run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
@@ -76,7 +75,7 @@ def main(grid: Grid, context: Context) -> None:
             log.error(line)
         raise SystemExit(f"invalid run config: {err}") from None
     device = resolve_device(cfg.device)
-    data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, test_fraction=cfg.test_fraction, download=cfg.download)
+    data = load_run_data(cfg)
     # The server evaluates on the test split in the parties' input space (features when a
     # backbone is used: the test split's extraction is cached like the training split's).
     test_x = split_inputs(cfg, data, "test", device=device).to(device)
@@ -91,7 +90,7 @@ def main(grid: Grid, context: Context) -> None:
             encoding=cfg.encoding_spec, model_fn=partial(MixupClassifier, norm=cfg.model_norm), release=cfg.release,
             central_epochs=cfg.central_epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             seed=cfg.seed, quorum=cfg.quorum, max_upload_bytes=int(cfg.max_upload_mb * 2**20),
-            upload_dtype=cfg.upload_dtype, device=device,
+            upload_dtype=cfg.upload_dtype, selection=cfg.selection, selection_every=cfg.selection_every, device=device,
         )
         result = strategy.start(
             grid=metered, node_ids=node_ids, row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes,

@@ -13,8 +13,14 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.model import MixupClassifier
-from server.strategies import SelectedModel, ValidationSelectingFedAvg, ValidationSelectingFedProx
-from server.strategies import aggregate_with_extremes
+from server.strategies import (
+    OrderedFedAvg,
+    OrderedFedProx,
+    SelectedModel,
+    ValidationSelectingFedAvg,
+    ValidationSelectingFedProx,
+    aggregate_with_extremes,
+)
 
 __all__ = ["IterativeOutcome", "run_iterative"]
 
@@ -41,26 +47,30 @@ def run_iterative(
     """Run ``cfg.num_rounds`` rounds of FedProx/FedAvg over all ``node_ids``.
 
     Every round: all parties train ``local-epochs`` from the global model under the run's
-    defence, the server averages the models weighted by local training-set size, all parties
-    evaluate the new global model on their clean validation part, and ``evaluate_fn`` (the
-    server's test set) reports on it. The reported model is the round with the lowest
-    size-weighted validation loss. Per-party figures the defence marks as extremes (a DP-Mix
-    party's ``dp-epsilon``) are kept as max and min.
+    defence, the server averages the models weighted by local training-set size (replies in
+    party order), and ``evaluate_fn`` (the server's test set) reports on it. With
+    ``selection = "validation"`` all parties also evaluate the new global model on their clean
+    validation part and the reported model is the round with the lowest size-weighted
+    validation loss; with ``"last"`` no evaluate message is sent and the last round's model is
+    reported. Per-party figures the defence marks as extremes (a DP-Mix party's
+    ``dp-epsilon``) are kept as max and min.
     """
     torch.manual_seed(cfg.seed)
     model = MixupClassifier(in_dim=in_dim, num_classes=num_classes, norm=cfg.model_norm)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     num = len(node_ids)
+    validating = cfg.selection == "validation"
     common = dict(
-        fraction_train=1.0, fraction_evaluate=1.0,
+        fraction_train=1.0, fraction_evaluate=1.0 if validating else 0.0,
         min_train_nodes=num, min_evaluate_nodes=num, min_available_nodes=num,
         weighted_by_key="num-examples",
         train_metrics_aggr_fn=partial(aggregate_with_extremes, extremes=cfg.defence_spec.extreme_metrics),
     )
     if cfg.strategy == "fedprox":
-        strategy = ValidationSelectingFedProx(proximal_mu=cfg.proximal_mu, **common)
+        cls = ValidationSelectingFedProx if validating else OrderedFedProx
+        strategy = cls(proximal_mu=cfg.proximal_mu, **common)
     else:
-        strategy = ValidationSelectingFedAvg(**common)
+        strategy = (ValidationSelectingFedAvg if validating else OrderedFedAvg)(**common)
     started = time.perf_counter()
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.num_rounds,
                             timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
@@ -73,4 +83,6 @@ def run_iterative(
             if rnd in source:
                 row.update({k.replace("-", "_"): float(v) for k, v in source[rnd].items()})
         history.append(row)
-    return IterativeOutcome(history=history, selected=strategy.selected, initial_state=initial_state, seconds=seconds)
+    selected = (strategy.selected if validating
+                else SelectedModel(server_round=cfg.num_rounds, val_loss=float("nan"), arrays=result.arrays))
+    return IterativeOutcome(history=history, selected=selected, initial_state=initial_state, seconds=seconds)

@@ -7,12 +7,13 @@ mode, noise mode, seed, and the rule that selected the model (never test accurac
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from common.config import RunConfig
 from common.run_summary import Communication, Outcome, Participation, RunSummary
 from server.metered_grid import MeteredGrid
-from server.strategies import SELECTED_BY_MIXED_VALIDATION, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
+from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
 
 __all__ = ["communication", "iterative_parts", "one_shot_parts", "table_lines"]
 
@@ -40,10 +41,11 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
     _, last_acc = _test(result.evaluate_metrics_serverapp, result.last_epoch)
     parties = result.parties
     return {
-        "rounds": 1 + len(result.later_epochs),
-        "result": Outcome(test_accuracy=test_acc, test_loss=test_loss, selected_by=SELECTED_BY_MIXED_VALIDATION,
-                          selected_at=result.selected_epoch, selected_val_loss=result.selected_val_loss,
-                          last_test_accuracy=last_acc, train_seconds=result.train_seconds),
+        "rounds": 1 + len(result.later_epochs) + (result.selection_round is not None),
+        "result": Outcome(test_accuracy=test_acc, test_loss=test_loss, selection=cfg.selection,
+                          selected_by=SELECTED_BY[cfg.selection], selected_at=result.selected_epoch,
+                          selected_val_loss=_finite(result.selected_val_loss), last_test_accuracy=last_acc,
+                          train_seconds=result.train_seconds, selection_round=result.selection_round),
         "privacy": cfg.encoding_spec.privacy_summary(cfg, parties, result.releases),
         "union": result.union,
         "memory": result.memory,
@@ -65,19 +67,23 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
 def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel | None,
                     train_seconds: float) -> dict[str, Any]:
     """The iterative fields of the run summary (FedProx / FedAvg)."""
-    with_val = [r for r in history if "val_loss" in r and "test_accuracy" in r]
-    if not with_val or selected is None:
-        raise RuntimeError("no round produced both a validation loss and a test accuracy")
+    if selected is None:
+        raise RuntimeError("no round produced a validation loss to select on")
     best = next(r for r in history if r["round"] == selected.server_round)
     return {
         "rounds": cfg.num_rounds,
-        "result": Outcome(test_accuracy=best["test_accuracy"], test_loss=best["test_loss"],
-                          selected_by=SELECTED_BY_VALIDATION, selected_at=best["round"],
-                          selected_val_loss=best["val_loss"], last_test_accuracy=history[-1]["test_accuracy"],
-                          train_seconds=train_seconds, seconds_per_round=train_seconds / cfg.num_rounds),
+        "result": Outcome(test_accuracy=best["test_accuracy"], test_loss=best["test_loss"], selection=cfg.selection,
+                          selected_by=SELECTED_BY_VALIDATION if cfg.selection == "validation" else SELECTED_BY_LAST,
+                          selected_at=best["round"], selected_val_loss=best.get("val_loss"),
+                          last_test_accuracy=history[-1]["test_accuracy"], train_seconds=train_seconds,
+                          seconds_per_round=train_seconds / cfg.num_rounds),
         "defence": cfg.defence_spec.summary(cfg, history),
         "history": history,
     }
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def _fmt_bytes(num: float) -> str:

@@ -218,3 +218,36 @@ def test_size_skew_large_case():
     assert sizes[17] == _expected_poor(20_000, 100, 0.1)
     rich = np.delete(sizes, 17)
     assert rich.max() - rich.min() <= 1
+
+
+def test_size_skew_capacity_weights_cancel_once_sizes_are_balanced():
+    """The documented fact: IPF's fixed point ignores a column factor, so the capacity
+    weights of equation 5 leave the balanced counts exactly as they are."""
+    import numpy as np
+
+    from common.partition import _balance
+
+    labels = np.repeat(np.arange(10), 120)
+    sizes = np.array([30] + [130] * 9)
+    for seed in range(3):
+        weighted = _balance.dirichlet_counts(labels, sizes, beta=0.1, capacity=np.r_[0.1, np.ones(9)],
+                                             rng=np.random.default_rng(seed))
+        plain = _balance.dirichlet_counts(labels, sizes, beta=0.1, capacity=np.ones(10),
+                                          rng=np.random.default_rng(seed))
+        assert np.array_equal(weighted, plain)
+        assert weighted.sum(axis=0).tolist() == sizes.tolist()
+
+
+def test_label_skew_is_zero_for_the_global_mix_and_grows_as_beta_falls():
+    import numpy as np
+
+    from common.partition import dirichlet_partition
+    from common.partition.skew import class_counts, label_skew, party_label_distances
+
+    counts = np.array([[10, 20], [5, 10]])
+    assert party_label_distances(counts).tolist() == [0.0, 0.0]
+    assert label_skew(np.array([[10, 0], [0, 10]])) == 0.5  # one class each, 2 balanced classes
+    labels = np.repeat(np.arange(10), 100)
+    skews = [label_skew(class_counts(labels, dirichlet_partition(labels, num_parties=10, beta=b, seed=0), 10))
+             for b in (100.0, 1.0, 0.1)]
+    assert skews[0] < 0.1 < skews[1] < skews[2] < 0.9

@@ -7,12 +7,13 @@ import torch
 
 from client.party import load_party
 from common.config import parse_run_config
+from features.pipeline import load_run_data
 from loaders import load_dataset
 
 
 def test_parties_split_the_training_set_into_disjoint_train_and_validation_parts():
     cfg = parse_run_config({"beta": 0.5, "seed": 3})
-    data = load_dataset("digits")
+    data = load_run_data(cfg)
     assert data.train_x.shape == (1438, 64) and data.test_x.shape == (359, 64)
     assert float(data.train_x.min()) >= 0.0 and float(data.train_x.max()) <= 1.0
     seen = []
@@ -52,8 +53,8 @@ def test_public_pool_is_held_out_before_partitioning_and_shared_by_every_party()
     parties share out exactly the rest, and the encoding does not change the partitions."""
     from client.party import load_public_pool, public_indices
 
-    data = load_dataset("digits")
     cfg = parse_run_config({"public-fraction": 0.2, "seed": 4, "beta": 0.3})
+    data = load_run_data(cfg)
     pool = public_indices(cfg, 1438)
     assert pool.size == 288 and np.unique(pool).size == 288 and (np.diff(pool) > 0).all()
     public = load_public_pool(cfg)
@@ -92,3 +93,15 @@ def test_instahide_release_exposes_each_sample_k_private_times_and_refuses_a_bar
     bare = parse_run_config({"encoding": "instahide", "instahide-k": 1, "instahide-k-private": 1})
     with pytest.raises(RawDataLeak):
         make_release(bare, load_party(bare, 1, 5), device=torch.device("cpu"))
+
+
+def test_digits_test_split_is_drawn_from_the_run_seed_stratified_and_of_fixed_size():
+    """Seeds average over test sets too: each seed holds out another 20 % of every class."""
+    splits = [load_dataset("digits", split_seed=seed) for seed in (0, 1)]
+    for data in splits:
+        assert data.train_x.shape == (1438, 64) and data.test_x.shape == (359, 64)
+        counts = np.bincount(data.test_y.numpy(), minlength=10)
+        totals = counts + np.bincount(data.train_y.numpy(), minlength=10)
+        assert np.all(np.abs(counts - 0.2 * totals) <= 0.5)  # stratified: round(0.2 n_c) per class
+    assert not torch.equal(splits[0].test_x, splits[1].test_x)
+    assert torch.equal(load_dataset("digits", split_seed=1).test_x, splits[1].test_x)

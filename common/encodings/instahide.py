@@ -93,7 +93,7 @@ class InstaHide(Encoding):
             "exposures_per_sample": exposures,
             "exposures_per_private_sample": {
                 "as_private_component": exposures,
-                "validation_sample": per_release,
+                "validation_sample": per_release if cfg.selection == "mixed-validation" else 0,
                 "note": f"every InstaHide release puts each private training sample into exactly k_private = "
                 f"{per_release} encoded rows (once as the row's own sample, once per further private slot); "
                 "this repeated component is what Carlini et al. (2021) cluster on",

@@ -26,7 +26,13 @@ def size_skew_partition(
     equally (sizes differ by at most 1). Per class, ``q_c ~ Dir(beta 1)`` is reweighted by
     capacity weights (``rho`` for the poor party, 1 for the others) and balanced to the exact
     sizes as in :func:`common.partition.dirichlet_partition`. Balancing fixes column sums,
-    so it alone determines the party sizes; the capacity weights only shape the start.
+    so it alone determines the party sizes.
+
+    What the capacity weights change: nothing. Iterative proportional fitting converges to
+    the same table whatever positive factor multiplies a party's column of the start, so
+    once the sizes are balanced exactly the weights cancel (checked: identical counts with
+    and without them). The data-poor party's label mix is drawn from ``Dir(beta)`` like every
+    other party's; only its size differs. The weights are kept because equation 5 states them.
 
     Parameters
     ----------

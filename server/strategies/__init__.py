@@ -2,16 +2,23 @@
 selection on the parties' validation loss."""
 
 from server.strategies.federated import (
+    SELECTED_BY_LAST,
     SELECTED_BY_VALIDATION,
+    OrderedFedAvg,
+    OrderedFedProx,
     SelectedModel,
     ValidationSelectingFedAvg,
     ValidationSelectingFedProx,
     aggregate_with_extremes,
 )
-from server.strategies.one_shot import SELECTED_BY_MIXED_VALIDATION, OneShot, OneShotResult
+from server.strategies.one_shot import SELECTED_BY, SELECTED_BY_MIXED_VALIDATION, OneShot, OneShotResult
 
 __all__ = [
+    "SELECTED_BY",
+    "SELECTED_BY_LAST",
     "SELECTED_BY_MIXED_VALIDATION",
+    "OrderedFedAvg",
+    "OrderedFedProx",
     "SELECTED_BY_VALIDATION",
     "OneShot",
     "OneShotResult",

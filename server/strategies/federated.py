@@ -19,9 +19,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, FedProx
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-__all__ = ["SelectedModel", "ValidationSelectingFedAvg", "ValidationSelectingFedProx", "aggregate_with_extremes"]
+__all__ = [
+    "CanonicalReplyOrder", "OrderedFedAvg", "OrderedFedProx", "SelectedModel", "ValidationSelectingFedAvg",
+    "ValidationSelectingFedProx", "aggregate_with_extremes",
+]
 
 SELECTED_BY_VALIDATION = "round with the lowest size-weighted validation loss of the parties"
+SELECTED_BY_LAST = "the last round (fixed budget; no selection)"
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,27 @@ class SelectedModel:
     server_round: int
     val_loss: float
     arrays: ArrayRecord
+
+
+IDENTITY_KEYS = ("partition-id",)
+"""Metrics that say who answered; used to order replies, never averaged."""
+
+
+def _party_order(reply: Message) -> tuple[int, int]:
+    metrics = reply.content["metrics"] if reply.has_content() and "metrics" in reply.content else {}
+    return int(metrics.get("partition-id", -1)), int(reply.metadata.src_node_id)
+
+
+class CanonicalReplyOrder:
+    """Mixin for a Flower strategy: aggregate replies in the order of the parties' partition
+    ids, not of their arrival, so that the floating-point sums, and with them a rerun's
+    numbers, do not depend on how the simulation scheduled the parties."""
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):  # noqa: ANN201
+        return super().aggregate_train(server_round, sorted(replies, key=_party_order))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        return super().aggregate_evaluate(server_round, sorted(replies, key=_party_order))
 
 
 class ValidationSelection:
@@ -61,12 +86,20 @@ class ValidationSelection:
         return metrics
 
 
-class ValidationSelectingFedAvg(ValidationSelection, FedAvg):
-    """Flower's FedAvg with :class:`ValidationSelection`."""
+class OrderedFedAvg(CanonicalReplyOrder, FedAvg):
+    """Flower's FedAvg, replies aggregated in party order."""
 
 
-class ValidationSelectingFedProx(ValidationSelection, FedProx):
-    """Flower's FedProx with :class:`ValidationSelection` (the proximal term is the client's)."""
+class OrderedFedProx(CanonicalReplyOrder, FedProx):
+    """Flower's FedProx (the proximal term is the client's), replies aggregated in party order."""
+
+
+class ValidationSelectingFedAvg(ValidationSelection, OrderedFedAvg):
+    """:class:`OrderedFedAvg` with :class:`ValidationSelection`."""
+
+
+class ValidationSelectingFedProx(ValidationSelection, OrderedFedProx):
+    """:class:`OrderedFedProx` with :class:`ValidationSelection`."""
 
 
 def aggregate_with_extremes(replies: list[RecordDict], weighted_by_key: str, *,
@@ -74,6 +107,8 @@ def aggregate_with_extremes(replies: list[RecordDict], weighted_by_key: str, *,
     """Flower's size-weighted mean, except the ``extremes`` keys: a per-party guarantee (a
     DP-Mix party's ``dp-epsilon``) is kept as ``<key>-max`` and ``<key>-min``, never averaged."""
     aggregated = aggregate_metricrecords(replies, weighted_by_key)
+    for key in IDENTITY_KEYS:
+        aggregated.pop(key, None)
     for key in extremes:
         values = [float(record[key]) for reply in replies for record in reply.metric_records.values()
                   if key in record]

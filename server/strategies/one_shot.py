@@ -31,6 +31,7 @@ from torch import nn
 from common.encodings import Encoding
 from common.training import CentralTrainer, evaluate
 from server.collection import Collected, collect_releases
+from server.selection import select_on_parties
 from server.memory import MemoryProbe
 from server.metered_grid import MeteredGrid
 from server.validation import UploadCheck
@@ -40,6 +41,12 @@ __all__ = ["OneShot", "OneShotResult"]
 log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run logs
 
 SELECTED_BY_MIXED_VALIDATION = "lowest loss on the parties' held-out mixed validation releases"
+SELECTED_BY = {
+    "last": "the last central epoch (fixed budget; no selection)",
+    "validation": "lowest size-weighted loss on the parties' clean held-out validation parts",
+    "mixed-validation": SELECTED_BY_MIXED_VALIDATION,
+}
+"""What each ``selection`` rule means, as the summary and the tables state it."""
 
 
 @dataclass
@@ -60,6 +67,7 @@ class OneShotResult(Result):
     memory: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    selection_round: dict | None = None
 
 
 class OneShot:
@@ -83,6 +91,12 @@ class OneShot:
         Largest accepted upload of one party.
     upload_dtype : str
         Dtype the mixed inputs must arrive in.
+    selection : {"last", "validation", "mixed-validation"}
+        Which model the run reports: the last epoch's; the candidate checkpoint (every
+        ``selection_every`` epochs and the last) with the lowest size-weighted loss on the
+        parties' clean validation parts, asked in one extra message per party after training;
+        or the epoch with the lowest loss on the mixed validation releases uploaded with the
+        first release (the only rule that makes parties release their validation part).
     device : torch.device
         Where the union lives and the model trains.
     """
@@ -90,9 +104,13 @@ class OneShot:
     def __init__(self, *, encoding: Encoding, model_fn: Callable[[int, int], nn.Module], release: str = "once",
                  central_epochs: int = 100, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, quorum: int = 2, max_upload_bytes: int = 2**31, upload_dtype: str = "float32",
-                 device: torch.device | str = "cpu") -> None:
+                 selection: str = "last", selection_every: int = 5, device: torch.device | str = "cpu") -> None:
         if release not in ("once", "per-epoch"):
             raise ValueError(f"release must be 'once' or 'per-epoch', got {release!r}")
+        if selection not in SELECTED_BY:
+            raise ValueError(f"selection must be one of {sorted(SELECTED_BY)}, got {selection!r}")
+        self.selection = selection
+        self.selection_every = selection_every
         self.encoding = encoding
         self.model_fn = model_fn
         self.release = release
@@ -112,7 +130,7 @@ class OneShot:
     def _collect(self, grid: MeteredGrid, node_ids: list[int], *, epoch: int, check: UploadCheck,
                  timeout: float) -> Collected:
         return collect_releases(grid, node_ids, timeout=timeout, device=self.device, epoch=epoch,
-                                with_validation=epoch == 1, check=check)
+                                with_validation=epoch == 1 and self.selection == "mixed-validation", check=check)
 
     def start(
         self,
@@ -125,7 +143,7 @@ class OneShot:
         timeout: float = 3600,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
     ) -> OneShotResult:
-        """Collect, train with epoch selection on the mixed validation releases, evaluate.
+        """Collect, train, select the reported model by the ``selection`` rule, evaluate.
 
         ``evaluate_fn(epoch, arrays)`` (the server's test set) is called for the selected and
         the last epoch's model only: it reports, it never chooses.
@@ -157,6 +175,7 @@ class OneShot:
                                  lr=self.lr, weight_decay=self.weight_decay)
         every = max(1, self.central_epochs // 10)
         best_state, best_loss = None, math.inf
+        candidates: dict[int, dict[str, torch.Tensor]] = {}
         started = time.perf_counter()
         for epoch in range(1, self.central_epochs + 1):
             if epoch > 1 and self.release == "per-epoch":
@@ -170,33 +189,50 @@ class OneShot:
                                             "rows": fresh.train.filled, "collect_seconds": fresh.seconds})
                 x, y, order = fresh.train.x, fresh.train.y, fresh.train.canonical_order()
             train_loss = trainer.train_epoch(x, y, order)
-            val_loss, val_acc = evaluate(model, first.val.x, first.val.y)
-            result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                                   "val_accuracy": val_acc, "lr": trainer.lr})
-            result.train_metrics_clientapp[epoch] = MetricRecord({"train-loss": train_loss, "mixed-val-loss": val_loss})
-            if val_loss < best_loss:
-                best_loss, result.selected_epoch = val_loss, epoch
-                best_state = copy.deepcopy(model.state_dict())
+            record = {"epoch": epoch, "train_loss": train_loss, "lr": trainer.lr}
+            if self.selection == "mixed-validation":
+                val_loss, val_acc = evaluate(model, first.val.x, first.val.y)
+                record.update(val_loss=val_loss, val_accuracy=val_acc)
+                if val_loss < best_loss:
+                    best_loss, result.selected_epoch = val_loss, epoch
+                    best_state = copy.deepcopy(model.state_dict())
+            elif self.selection == "validation" and (epoch % self.selection_every == 0
+                                                     or epoch == self.central_epochs):
+                candidates[epoch] = copy.deepcopy(model.state_dict())
+            result.history.append(record)
+            result.train_metrics_clientapp[epoch] = MetricRecord(
+                {k.replace("_", "-"): v for k, v in record.items() if k != "epoch"})
             if epoch % every == 0 or epoch == self.central_epochs:
-                log.info("epoch %d/%d  train loss %.4f  val loss %.4f (mixed validation releases)",
-                         epoch, self.central_epochs, train_loss, val_loss)
+                log.info("epoch %d/%d  train loss %.4f%s", epoch, self.central_epochs, train_loss,
+                         f"  val loss {record['val_loss']:.4f} (mixed validation releases)" if "val_loss" in record
+                         else "")
         result.train_seconds = time.perf_counter() - started
         result.last_epoch = self.central_epochs
-        result.selected_val_loss = best_loss
         last_arrays = ArrayRecord(model.state_dict())
-        result.arrays = ArrayRecord(best_state) if best_state is not None else last_arrays
+        if self.selection == "mixed-validation":
+            result.selected_val_loss = best_loss
+            result.arrays = ArrayRecord(best_state) if best_state is not None else last_arrays
+        elif self.selection == "validation":
+            chosen = select_on_parties(grid, node_ids, candidates, timeout=timeout)
+            result.selection_round = chosen.figures
+            result.selected_epoch, result.selected_val_loss = chosen.step, chosen.val_loss
+            result.arrays = ArrayRecord(candidates[chosen.step])
+        else:
+            result.selected_epoch, result.arrays = self.central_epochs, last_arrays
+        del candidates
         if evaluate_fn is not None:
             for epoch, arrays in ((result.selected_epoch, result.arrays), (result.last_epoch, last_arrays)):
                 metrics = evaluate_fn(epoch, arrays)
                 if metrics is not None:
                     result.evaluate_metrics_serverapp[epoch] = metrics
-        result.memory = probe.stop(union_bytes=first.train.used_bytes + first.val.used_bytes)
+        val_used = first.val.used_bytes if first.val is not None else 0
+        result.memory = probe.stop(union_bytes=first.train.used_bytes + val_used)
         result.parties = sorted(first.party_metrics, key=lambda m: m["partition-id"])
         result.union = {
-            "train_rows": first.train.filled, "val_rows": first.val.filled,
-            "buffer_peak_bytes": first.train.peak_bytes + first.val.peak_bytes,
-            "buffer_used_bytes": first.train.used_bytes + first.val.used_bytes,
-            "grow_events": first.train.grow_events + first.val.grow_events,
+            "train_rows": first.train.filled, "val_rows": first.val.filled if first.val is not None else 0,
+            "buffer_peak_bytes": first.train.peak_bytes + (first.val.peak_bytes if first.val is not None else 0),
+            "buffer_used_bytes": first.train.used_bytes + val_used,
+            "grow_events": first.train.grow_events + (first.val.grow_events if first.val is not None else 0),
             "collect_seconds": first.seconds, "device": str(self.device),
             "dtype": str(first.train.x.dtype).removeprefix("torch."),
         }
