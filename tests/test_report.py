@@ -139,6 +139,18 @@ def _table_rows(markdown: str, *, first_cell: str | None = None) -> list[list[st
     return rows
 
 
+T_975_1DF = 12.706204736174707  # Student's t quantile for a 95 % interval from 2 seeds (1 degree of freedom)
+
+
+def _ci_text(values: list[float], *, signed: bool = False) -> str:
+    # By hand, for two seeds: mean ± t(0.975, 1) * s / sqrt(2), s the sample std (divisor n - 1).
+    assert len(values) == 2
+    mean = sum(values) / 2
+    half = T_975_1DF * abs(values[0] - values[1]) / math.sqrt(2) / math.sqrt(2)
+    head = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return f"{head} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
 def _mean_std_text(values: list[float]) -> str:
     # By hand: the sample standard deviation divides by n - 1.
     mean = sum(values) / len(values)
@@ -176,16 +188,20 @@ def test_paper_numbers_match_the_printed_delta_columns():
 def test_table5_has_the_papers_layout_order_and_hand_computed_cells(digits_report):
     _, files = digits_report
     text = files.table5.read_text()
-    assert "| # Parties P | Dirichlet β | FedProx | singularized mixup (ours) | Δ |" in text.splitlines()
+    assert ("| # Parties P | Dirichlet β | label skew | FedProx | singularized mixup (ours) | paired Δ [95 % CI] "
+            "| verdict |") in text.splitlines()
     rows = _table_rows(text)
     # P ascending, beta descending, one row per (P, beta).
     assert [(row[0], row[1]) for row in rows] == [("10", "1.0"), ("10", "0.1"), ("50", "1.0"), ("50", "0.1")]
     p10_b1 = rows[0]
-    assert p10_b1[2] == _mean_std_text([88.0, 89.0]) == "88.50 ± 0.71"
-    assert p10_b1[3] == _mean_std_text([89.0, 90.0])  # table5 block, not the release block's 60.50
-    assert p10_b1[4] == "+1.00"
+    assert p10_b1[2] == "0.10"  # the fixture's label skew of a beta = 1.0 cell
+    assert p10_b1[3] == _ci_text([88.0, 89.0]) == "88.50 [82.15, 94.85]"
+    assert p10_b1[4] == _ci_text([89.0, 90.0])  # table5 block, not the release block's 60.50
+    # Paired per seed: +1 and +1, no spread, so the interval is a point and the cell is ahead.
+    assert p10_b1[5:] == ["+1.00 [1.00, 1.00]", "ahead"]
     p50_b01 = rows[3]
-    assert p50_b01[4] == f"{(78.0 + 79.0) / 2 - (80.0 + 82.0) / 2:+.2f}" == "-2.50"
+    assert p50_b01[5] == _ci_text([78.0 - 80.0, 79.0 - 82.0], signed=True) == "-2.50 [-8.85, 3.85]"
+    assert p50_b01[6] == "inconclusive"
     assert "60.50" not in text
 
 
@@ -198,28 +214,53 @@ def test_table_headers_name_how_numbers_were_made(digits_report):
         assert "Data set: `digits`; backbone: `none`" in text
         assert "highest val_accuracy over" in text
     table5 = files.table5.read_text()
-    assert "release `once`" in table5 and "noise mode `clamped`" in table5 and "tau = 1e-06" in table5
+    assert "release `once`" in table5 and "noise mode `clamped`" in table5
+    assert "tau = 1e-06 NOMINAL (clamped noise: Theorem 2 does not hold), measured directional SNR" in table5
+    assert "`selection = validation` for every method" in table5
+    assert "Test set: 400 samples drawn from each run's seed; one sample = 0.25 accuracy points" in table5
 
 
-def test_ahead_count_says_plainly_when_fedprox_wins(digits_report):
+def test_ahead_count_counts_only_cells_whose_interval_excludes_zero(digits_report):
     _, files = digits_report
     table5 = files.table5.read_text()
-    assert "Singularized mixup is ahead of FedProx in 3 of 4 cells; the paper reports it ahead of FedProx in all 9." \
-        in table5
-    assert "FedProx is ahead in 1 of 4 cells (P=50, β=0.1)" in table5
-    assert "does NOT reproduce" in table5
+    # Paired deltas: (+1, +1) ahead, (+5, +4) inconclusive, (+5, +5.5) ahead, (-2, -3) inconclusive.
+    assert ("singularized mixup is ahead of FedProx in 2 and behind in 0 of 4 cells; 2 are inconclusive at this "
+            "many seeds. The paper reports it ahead of FedProx in all 9.") in table5
+    assert "does NOT reproduce" not in table5
     table6 = files.table6.read_text()
-    assert "ahead of FedProx in 2 of 2 cells; the paper reports it ahead of FedProx in all 9." in table6
-    assert "does NOT reproduce" not in table6
+    assert "ahead of FedProx in 2 and behind in 0 of 2 cells" in table6
+    assert "holds significantly in every cell" in table6
+
+
+def test_a_cell_fedprox_wins_significantly_says_the_claim_does_not_reproduce(tmp_path):
+    accuracies = {("table5", "table5", 10, 1.0, 1.0): {FEDPROX: [90.0, 91.0], ONCE: [85.0, 86.2]}}
+    runs = make_runs(tmp_path, blocks=("table5",), accuracies=accuracies)
+    text = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={}).table5.read_text()
+    assert _table_rows(text)[0][5:] == [_ci_text([-5.0, -4.8], signed=True), "behind"]
+    assert "behind in 1 of 1 cells" in text and "does NOT reproduce" in text
+
+
+def test_delta_is_refused_between_runs_selected_by_different_rules(tmp_path):
+    runs = make_runs(tmp_path, blocks=("table5",))
+    for run in runs:
+        if run["strategy"] == MIXUP:
+            run["selection"] = "mixed-validation"
+    text = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={}).table5.read_text()
+    rows = _table_rows(text)
+    assert all(row[5] == "refused: selection rules differ (mixed-validation, validation)" for row in rows)
+    assert all(row[6] == "–" for row in rows)
+    assert "DIFFERENT RULES, no Δ between them" in text and "4 cells have no Δ" in text
 
 
 def test_table6_adds_size_ratio_and_sorts_rho_descending(digits_report):
     _, files = digits_report
     text = files.table6.read_text()
-    assert "| # Parties P | Dirichlet β | Size ratio ρ | FedProx | singularized mixup (ours) | Δ |" in text
+    assert ("| # Parties P | Dirichlet β | Size ratio ρ | label skew | FedProx | singularized mixup (ours) "
+            "| paired Δ [95 % CI] | verdict |") in text
     rows = _table_rows(text)
     assert [row[:3] for row in rows] == [["50", "1.0", "1.0"], ["50", "1.0", "0.1"]]
-    assert rows[1][3:] == [_mean_std_text([80.0, 81.0]), _mean_std_text([88.0, 88.5]), "+7.75"]
+    assert rows[1][4:] == [_ci_text([80.0, 81.0]), _ci_text([88.0, 88.5]), _ci_text([8.0, 7.5], signed=True),
+                           "ahead"]
 
 
 def test_paper_columns_only_for_cifar10_on_resnet18(digits_report, cifar_report):
@@ -230,17 +271,17 @@ def test_paper_columns_only_for_cifar10_on_resnet18(digits_report, cifar_report)
         assert "The paper's numbers are not shown because the data set/backbone (digits / none) differ" in text
     _, cifar_files = cifar_report
     table5 = cifar_files.table5.read_text()
-    assert ("| # Parties P | Dirichlet β | FedProx | singularized mixup (ours) | Δ | paper FedProx | paper mixup "
-            "| paper Δ |") in table5
+    assert ("| # Parties P | Dirichlet β | label skew | FedProx | singularized mixup (ours) | paired Δ [95 % CI] "
+            "| verdict | paper FedProx | paper mixup | paper Δ |") in table5
     assert "are not shown" not in table5
     # Same data set and backbone, but the fixture's 5 FL rounds are not the paper's 50: said, not hidden.
     assert "departs from the paper's protocol in: FL rounds 5 (paper 50)." in table5
     rows = {(row[0], row[1]): row for row in _table_rows(table5)}
-    assert rows[("10", "1.0")][5:] == ["87.50", "88.38", "+0.88"]
-    assert rows[("50", "0.1")][5:] == ["75.21", "81.73", "+6.52"]
+    assert rows[("10", "1.0")][7:] == ["87.50", "88.38", "+0.88"]
+    assert rows[("50", "0.1")][7:] == ["75.21", "81.73", "+6.52"]
     table6 = {(row[0], row[1], row[2]): row for row in _table_rows(cifar_files.table6.read_text())}
     # Table 6's paper Δ gets the sign Table 6 itself leaves out.
-    assert table6[("50", "1.0", "0.1")][6:] == ["81.56", "88.67", "+7.11"]
+    assert table6[("50", "1.0", "0.1")][8:] == ["81.56", "88.67", "+7.11"]
 
 
 def test_paper_columns_blank_where_the_paper_has_no_cell(tmp_path):
@@ -250,8 +291,8 @@ def test_paper_columns_blank_where_the_paper_has_no_cell(tmp_path):
             run["parties"] = 20  # the paper has no P = 20
     files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
     rows = {(row[0], row[1]): row for row in _table_rows(files.table5.read_text())}
-    assert rows[("20", "1.0")][5:] == ["", "", ""]
-    assert rows[("10", "0.1")][5:] == ["75.10", "81.14", "+6.04"]
+    assert rows[("20", "1.0")][7:] == ["", "", ""]
+    assert rows[("10", "0.1")][7:] == ["75.10", "81.14", "+6.04"]
 
 
 def test_release_modes_compare_exposures_once_vs_every_epoch(digits_report):
@@ -261,8 +302,8 @@ def test_release_modes_compare_exposures_once_vs_every_epoch(digits_report):
     assert [(row[0], row[2], row[3], row[4], row[5]) for row in rows] == [
         ("release", "10", "1.0", "1.0", "once"), ("release", "10", "1.0", "1.0", "per-epoch")]
     once, per_epoch = rows
-    assert once[6] == _mean_std_text([60.0, 61.0]) and per_epoch[6] == _mean_std_text([62.0, 64.0])
-    assert per_epoch[7] == "+2.50"
+    assert once[6] == _ci_text([60.0, 61.0]) and per_epoch[6] == _ci_text([62.0, 64.0])
+    assert per_epoch[7] == _ci_text([2.0, 3.0], signed=True) + " inconclusive" == "+2.50 [-3.85, 8.85] inconclusive"
     assert (once[8], per_epoch[8]) == ("1", str(CENTRAL_EPOCHS))  # exposures per private sample
     assert (once[9], per_epoch[9]) == ("1", str(CENTRAL_EPOCHS))  # releases per party
     assert once[10] == f"{ROWS_PER_PARTY * ROW_BYTES / 2**20:.2f}"
@@ -356,7 +397,7 @@ def test_only_present_layouts_are_written_and_one_seed_is_marked(tmp_path):
     assert not (tmp_path / "report" / "release_modes.md").exists()
     assert files.table6.is_file() and files.accuracy_vs_rho.is_file()
     rows = _table_rows(files.table6.read_text())
-    assert rows[0][3] == "82.00 ± 0.00 (1 seed)"
+    assert rows[0][4] == "82.00 (1 seed, no interval)"
     assert "none recorded" in files.table6.read_text()
     # One seed measures no spread: the CSV leaves the std empty rather than claiming 0.
     with files.one_shot_vs_iterative_csv.open(newline="") as handle:
@@ -371,8 +412,9 @@ def test_fedavg_is_labelled_as_such(tmp_path):
             run["strategy"] = "fedavg"
     files = write_report(runs, out_dir=tmp_path / "report", title=TITLE, settings={})
     text = files.table5.read_text()
-    assert "| # Parties P | Dirichlet β | FedAvg | singularized mixup (ours) | Δ |" in text
-    assert "ahead of FedAvg in 3 of 4 cells" in text
+    assert ("| # Parties P | Dirichlet β | label skew | FedAvg | singularized mixup (ours) | paired Δ [95 % CI] "
+            "| verdict |") in text
+    assert "ahead of FedAvg in 2 and behind in 0 of 4 cells" in text
 
 
 def test_cli_regenerates_the_same_table5_from_the_csv(digits_report, tmp_path):
@@ -448,22 +490,22 @@ def test_table4_has_hand_computed_cells_and_a_plain_count(instahide_report):
                            "the same partitions")
     assert "| Method | P=5, β=1.0 | P=5, β=0.1 |" in text.splitlines()
     rows = _table4_rows(text)
-    assert rows["InstaHide"] == [_mean_std_text([92.0, 94.0]), _mean_std_text([88.0, 89.0])] \
-        == ["93.00 ± 1.41", "88.50 ± 0.71"]
-    assert rows["singularized mixup"] == [_mean_std_text([93.0, 94.0]), _mean_std_text([85.0, 86.0])]
-    assert rows["FedProx"] == [_mean_std_text([95.0, 96.0]), _mean_std_text([90.0, 91.0])]
-    assert rows["Δ"] == ["+0.50", "-3.00"]
+    assert rows["InstaHide"] == [_ci_text([92.0, 94.0]), _ci_text([88.0, 89.0])] \
+        == ["93.00 [80.29, 105.71]", "88.50 [82.15, 94.85]"]
+    assert rows["singularized mixup"] == [_ci_text([93.0, 94.0]), _ci_text([85.0, 86.0])]
+    assert rows["FedProx"] == [_ci_text([95.0, 96.0]), _ci_text([90.0, 91.0])]
+    # Paired per seed: (+1, 0) and (-3, -3).
+    assert rows["Δ"] == ["+0.50 [-5.85, 6.85] inconclusive", "-3.00 [-3.00, -3.00] behind"]
     assert "| InstaHide (k = 4, k_private = 2) |" in text
     assert "| singularized mixup (tau = 1e-06, noise mode clamped) |" in text
-    assert ("Singularized mixup is ahead of InstaHide in 1 of 2 cells, behind in 1; Δ (singularized − InstaHide) "
-            "ranges from -3.00 to +0.50 points.") in text
-    assert "In 1 of the 2 cells |Δ| is within one seed standard deviation" in text
+    assert ("singularized mixup is ahead of InstaHide in 0 and behind in 1 of 2 cells, inconclusive in 1; mean Δ "
+            "(singularized − InstaHide) ranges from -3.00 to +0.50 points.") in text
     assert "does NOT reproduce" not in text  # behind clearly in 1 of 2 cells only
     # The header names how every number was made.
     for fragment in ("Data set: `digits`; backbone: `none`", "Seeds: 0, 1 (2 seeds)", "Release mode: `once`",
                      "noise mode `clamped`, tau = 1e-06", "k = 4 samples per encoded row, k_private = 2",
-                     "public-fraction = 0.2", "selected on validation (never on test)", "Same partitions",
-                     "InstaHide: highest val_accuracy over epochs"):
+                     "public-fraction = 0.2", "`selection = validation` for every method", "Same partitions",
+                     "paired per seed"):
         assert fragment in text, fragment
     assert "The paper's Table 4 numbers are not shown: the data set (digits) is not one of the paper's" in text
     assert "paper (" not in text
@@ -474,10 +516,11 @@ def test_instahide_rows_never_reach_the_mixup_column(instahide_report, digits_re
     table5 = files.table5.read_text()
     rows = {(row[0], row[1]): row for row in _table_rows(table5)}
     # The table4 block fills Table 5's P=5 cells with singularized mixup alone.
-    assert rows[("5", "1.0")][2:] == [_mean_std_text([95.0, 96.0]), _mean_std_text([93.0, 94.0]), "-2.00"]
-    assert rows[("5", "0.1")][3] == _mean_std_text([85.0, 86.0])
-    assert "93.00 ± 1.41" not in table5 and "InstaHide" not in table5
-    assert "Singularized mixup is ahead of FedProx in 3 of 6 cells" in table5
+    assert rows[("5", "1.0")][3:] == [_ci_text([95.0, 96.0]), _ci_text([93.0, 94.0]), "-2.00 [-2.00, -2.00]",
+                                      "behind"]
+    assert rows[("5", "0.1")][4] == _ci_text([85.0, 86.0])
+    assert "93.00 [80.29, 105.71]" not in table5 and "InstaHide" not in table5
+    assert "singularized mixup is ahead of FedProx in 2 and behind in 2 of 6 cells" in table5
     _, digits_files = digits_report
     assert _table_rows(files.release_modes.read_text()) == _table_rows(digits_files.release_modes.read_text())
     assert files.table6.read_text() == digits_files.table6.read_text()
@@ -515,7 +558,7 @@ def test_one_shot_vs_iterative_lists_instahide_as_its_own_arm(instahide_report):
     assert float(instahide["test_accuracy_mean"]) == pytest.approx(88.5)
     assert instahide["tau"] == "" and instahide["snr_pc1_mean"] == "" and instahide["noise_mode"] == ""
     markdown = files.one_shot_vs_iterative_md.read_text()
-    assert "| table4 | 5 | 0.1 | 1.0 | InstaHide (one-shot) | once | 88.50 ± 0.71 |" in markdown
+    assert "| table4 | 5 | 0.1 | 1.0 | InstaHide (one-shot) | once | 88.50 [82.15, 94.85] |" in markdown
 
 
 def test_no_table4_without_instahide_runs(digits_report):
@@ -529,11 +572,11 @@ def test_no_table4_without_instahide_runs(digits_report):
     [
         # InstaHide clearly ahead in both cells: the paper's "matches" claim does not hold here.
         ({cell: {**arms, INSTAHIDE_ONCE: [v + 5.0 for v in arms[ONCE]]} for cell, arms in TABLE4_ACCURACIES.items()},
-         ["ahead of InstaHide in 0 of 2 cells, behind in 2", "Δ (singularized − InstaHide) = -5.00 points in every "
-          "cell", "does NOT reproduce"], ["within 1 point"]),
+         ["ahead of InstaHide in 0 and behind in 2 of 2 cells", "mean Δ (singularized − InstaHide) = -5.00 points in "
+          "every cell", "does NOT reproduce"], ["within 1 point"]),
         # Within a point everywhere: the size of the gaps the paper calls a match.
         ({cell: {**arms, INSTAHIDE_ONCE: [v + 0.25 for v in arms[ONCE]]} for cell, arms in TABLE4_ACCURACIES.items()},
-         ["ahead of InstaHide in 0 of 2 cells, behind in 2", "Every compared cell is within 1 point"],
+         ["ahead of InstaHide in 0 and behind in 2 of 2 cells", "Every compared cell's mean Δ is within 1 point"],
          ["does NOT reproduce"]),
     ],
 )
@@ -554,7 +597,8 @@ def test_table4_paper_column_for_the_papers_data_set_and_backbone(tmp_path):
     assert "| Method | P=5, β=1.0 | P=5, β=0.1 | paper (CIFAR-10) |" in text
     rows = _table4_rows(text)
     assert rows["InstaHide"][-1] == "91.20" and rows["singularized mixup"][-1] == "90.51"
-    assert rows["Δ"] == ["+0.50", "-3.00", "-0.69"] and rows["FedProx"][-1] == ""
+    assert rows["Δ"] == ["+0.50 [-5.85, 6.85] inconclusive", "-3.00 [-3.00, -3.00] behind", "-0.69"]
+    assert rows["FedProx"][-1] == ""
     assert "are not shown" not in text and "departs" not in text
     mnist = write_report(make_table4_runs(tmp_path / "mnist", dataset="mnist", backbone="resnet18"),
                          out_dir=tmp_path / "mnist-report", title=TITLE, settings={})
@@ -671,17 +715,17 @@ def test_each_comparator_encoding_gets_its_own_table4_page(tmp_path, second_comp
     assert page.startswith(f"# {TITLE}: Table 4 layout: TestHide vs singularized mixup on the same partitions")
     assert "- TestHide: no noise" in page and "random sign mask" not in page
     rows = _table4_rows(page)
-    assert rows["TestHide"] == [_mean_std_text([82.0, 84.0]), _mean_std_text([78.0, 79.0])]
-    assert rows["Δ"] == ["+10.50", "+7.00"]
+    assert rows["TestHide"] == [_ci_text([82.0, 84.0]), _ci_text([78.0, 79.0])]
+    assert rows["Δ"] == ["+10.50 [4.15, 16.85] ahead", "+7.00 [7.00, 7.00] ahead"]
     # The paper measured InstaHide only: its numbers and claim stay off this page.
     assert "The paper's Table 4 numbers are not shown: the paper's Table 4 compares with InstaHide, not TestHide" \
         in page
     assert "paper (" not in page and "The paper's Table 4 has" not in page
-    assert "Singularized mixup is ahead of TestHide in 2 of 2 cells, behind in 0" in page
+    assert "singularized mixup is ahead of TestHide in 2 and behind in 0 of 2 cells" in page
     with files.table4_csv.open(newline="") as handle:
         csv_rows = list(csv.DictReader(handle))
     assert {row["method"] for row in csv_rows} == {"instahide", "singularized", "fedprox", second_comparator}
     one_shot = files.one_shot_vs_iterative_md.read_text()
     assert "(and one-shot InstaHide and TestHide)" in one_shot.splitlines()[0]
-    assert "| table4 | 5 | 0.1 | 1.0 | TestHide (one-shot) | once | 78.50 ± 0.71 |" in one_shot
+    assert "| table4 | 5 | 0.1 | 1.0 | TestHide (one-shot) | once | 78.50 [72.15, 84.85] |" in one_shot
     assert files.table5.read_text() == only_instahide.table5.read_text()

@@ -25,7 +25,8 @@ from simulations.report.runs import (
     seeds,
     unique_by_run_key,
 )
-from simulations.report.spreads import format_mean_std, format_wall, sample_std, seed_spread
+from common.stats import Interval
+from simulations.report.spreads import format_interval, format_wall, sample_std, seed_interval, seed_spread
 from simulations.report.text import header_block, human_bytes, integers_text, knob, raw_number, texts
 
 __all__ = ["ONE_SHOT_VS_ITERATIVE_COLUMNS", "one_shot_vs_iterative_markdown", "one_shot_vs_iterative_rows",
@@ -33,7 +34,8 @@ __all__ = ["ONE_SHOT_VS_ITERATIVE_COLUMNS", "one_shot_vs_iterative_markdown", "o
 
 ONE_SHOT_VS_ITERATIVE_COLUMNS: tuple[str, ...] = (
     "table", "layout", "parties", "beta", "rho", "strategy", "release", "encoding", "n_seeds", "seeds",
-    "test_accuracy_mean", "test_accuracy_std", "last_test_accuracy_mean", "selected_by", "rounds",
+    "test_accuracy_mean", "test_accuracy_std", "test_accuracy_ci_low", "test_accuracy_ci_high",
+    "last_test_accuracy_mean", "selection", "selected_by", "rounds",
     "releases_per_party", "exposures_per_sample",
     "bytes_uploaded_total", "bytes_uploaded_per_party", "bytes_downloaded_total", "bytes_downloaded_per_party",
     "wall_seconds_mean", "wall_seconds_std", "noise_mode", "tau", "snr_pc1_mean",
@@ -60,6 +62,7 @@ def one_shot_vs_iterative_rows(runs: Sequence[dict]) -> list[dict[str, object]]:
         block, layout, parties, beta, rho, strategy, release, encoding_ = key
         members = unique_by_run_key(groups[key])
         accuracy = seed_spread(r["test_accuracy"] for r in members)
+        interval = seed_interval(r["test_accuracy"] for r in members)
         last = seed_spread(r["last_test_accuracy"] for r in members)
         wall = seed_spread(r["wall_seconds"] for r in members)
         taus = [r["tau"] for r in members if r["tau"] is not None]
@@ -69,7 +72,10 @@ def one_shot_vs_iterative_rows(runs: Sequence[dict]) -> list[dict[str, object]]:
             "strategy": strategy, "release": release, "encoding": encoding_,
             "n_seeds": len(members), "seeds": " ".join(str(s) for s in seeds(members)),
             "test_accuracy_mean": accuracy.mean, "test_accuracy_std": sample_std(accuracy),
+            "test_accuracy_ci_low": interval.low if interval.n > 1 else None,
+            "test_accuracy_ci_high": interval.high if interval.n > 1 else None,
             "last_test_accuracy_mean": last.mean,
+            "selection": texts((r["selection"] for r in members), empty=""),
             "selected_by": texts((r["selected_by"] for r in members), empty=""),
             "rounds": integers_text(r["rounds"] for r in members),
             "releases_per_party": integers_text(r["releases_per_party"] for r in members),
@@ -139,14 +145,15 @@ def one_shot_vs_iterative_markdown(rows: Sequence[dict], runs: Sequence[dict], *
                   "comparator, not the paper's method." for label in labels),
         "",
     ]
-    columns = ["Block", "P", "β", "ρ", "Strategy", "Release", "Test accuracy (%)", "Seeds", "Final (%)", "Rounds",
+    columns = ["Block", "P", "β", "ρ", "Strategy", "Release", "Test accuracy (%) [95 % CI]", "Seeds", "Final (%)", "Rounds",
                "Uploaded total", "Uploaded per party", "Downloaded total", "Downloaded per party", "Wall time (s)"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join([
             row["table"], str(row["parties"]), knob(row["beta"]), knob(row["rho"]), _arm_name(row),
             row["release"] or "—",
-            format_mean_std(row["test_accuracy_mean"], row["test_accuracy_std"], row["n_seeds"]),
+            format_interval(Interval(mean=row["test_accuracy_mean"], low=row["test_accuracy_ci_low"] or 0.0,
+                                     high=row["test_accuracy_ci_high"] or 0.0, n=row["n_seeds"], confidence=0.95)),
             str(row["n_seeds"]), f"{row['last_test_accuracy_mean']:.2f}", row["rounds"],
             human_bytes(row["bytes_uploaded_total"]), human_bytes(row["bytes_uploaded_per_party"]),
             human_bytes(row["bytes_downloaded_total"]), human_bytes(row["bytes_downloaded_per_party"]),

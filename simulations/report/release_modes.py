@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 
 from simulations.report.runs import MIXUP, block_order, cell, paper_order, unique_by_run_key
-from simulations.report.spreads import format_delta, format_spread, format_wall, sample_std, seed_spread
+from common.stats import paired_differences
+from simulations.report.spreads import format_interval, format_wall, sample_std, seed_interval, seed_spread
 from simulations.report.text import header_block, integers_text, knob, mib_number, texts
 
 __all__ = ["release_modes_markdown"]
@@ -60,20 +61,22 @@ def release_modes_markdown(runs: Sequence[dict], *, title: str, settings: Mappin
                   + texts(f"{run['table']} P={run['parties']} β={knob(run['beta'])} ρ={knob(run['rho'])}"
                           for run in mixup_runs if run["release"] == "per-epoch") + ".", ""]
         return "\n".join(lines)
-    columns = ["Block", "Layout", "P", "β", "ρ", "Release", "Test accuracy (%)", "Δ vs once",
+    columns = ["Block", "Layout", "P", "β", "ρ", "Release", "Test accuracy (%) [95 % CI]", "paired Δ vs once",
                "Exposures per private sample", "Releases per party", "Uploaded per party (MiB)", "Rounds",
                "Wall time (s)"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for (block, layout, parties, beta, rho), modes in ordered:
-        once = seed_spread(r["test_accuracy"] for r in unique_by_run_key(modes["once"]))
+        once = {int(r["seed"]): r["test_accuracy"] for r in unique_by_run_key(modes["once"])}
         for mode in _MODES:
             members = unique_by_run_key(modes[mode])
-            accuracy = seed_spread(r["test_accuracy"] for r in members)
+            accuracy = seed_interval(r["test_accuracy"] for r in members)
             wall = seed_spread(r["wall_seconds"] for r in members)
-            delta = "" if mode == "once" else format_delta(accuracy.mean - once.mean)
+            paired = seed_interval(paired_differences({int(r["seed"]): r["test_accuracy"] for r in members}, once))
+            delta = ("" if mode == "once" or paired is None
+                     else f"{format_interval(paired, signed=True)} {paired.verdict()}")
             lines.append("| " + " | ".join([
                 block, layout, str(parties), knob(beta), knob(rho), mode,
-                format_spread(accuracy), delta,
+                format_interval(accuracy), delta,
                 integers_text(r["exposures_per_sample"] for r in members),
                 integers_text(r["releases_per_party"] for r in members),
                 mib_number(statistics.fmean(r["bytes_uploaded_per_party"] for r in members)),

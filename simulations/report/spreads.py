@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from common.stats import Spread, describe
+from common.stats import Interval, Spread, describe, t_interval
 
-__all__ = ["format_delta", "format_mean_std", "format_spread", "format_wall", "mean_delta", "rounded_delta",
-           "sample_std", "seed_spread"]
+__all__ = ["format_delta", "format_interval", "format_mean_std", "format_spread", "format_wall", "mean_delta",
+           "rounded_delta", "sample_std", "seed_interval", "seed_spread"]
 
 
 def seed_spread(values: Iterable[float]) -> Spread | None:
@@ -77,3 +77,21 @@ def format_wall(mean: float | None, std: float | None) -> str:
     if mean is None:
         return "–"
     return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
+
+
+def seed_interval(values: Iterable[float], *, confidence: float = 0.95) -> Interval | None:
+    """Mean and t interval over seeds (:func:`common.stats.t_interval`)."""
+    return t_interval(values, confidence=confidence)
+
+
+def format_interval(interval: Interval | None, *, signed: bool = False, expected_n: int | None = None) -> str:
+    """``mean [low, high]`` with two decimals; one seed says "(1 seed, no interval)"."""
+    if interval is None:
+        return "–"
+    mean = f"{interval.mean:+.2f}" if signed else f"{interval.mean:.2f}"
+    if interval.n < 2:
+        return f"{mean} (1 seed, no interval)"
+    text = f"{mean} [{interval.low:.2f}, {interval.high:.2f}]"
+    if expected_n is not None and interval.n != expected_n:
+        text += f" ({interval.n} seeds)"
+    return text

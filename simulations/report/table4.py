@@ -42,10 +42,11 @@ from simulations.report.runs import (
     seeds,
     unique_by_run_key,
 )
+from common.stats import Interval, paired_differences
 from simulations.report.spreads import (
     format_delta,
-    format_spread,
-    mean_delta,
+    format_interval,
+    seed_interval,
     rounded_delta,
     sample_std,
     seed_spread,
@@ -64,10 +65,6 @@ of the model selected on validation; ``method`` is the encoding ("instahide", "s
 the FL strategy; ``minus_instahide_mean`` (singularized rows only) is Δ = singularized - the
 comparator of the means (the column keeps the name it had when InstaHide was the only one)."""
 
-_CLEARLY_BEHIND_POINTS = 1.0
-"""Singularized mixup counts as clearly behind the comparator in a cell when it trails by more
-than this many points and by more than one seed standard deviation; the paper calls gaps of
-0.34 (MNIST) and 0.69 (CIFAR-10) points against InstaHide a match."""
 
 _RELEASE_ORDER = ("once", "per-epoch")
 _BACKBONE_NAMES = {"resnet18": "ResNet-18", "resnet50": "ResNet-50"}
@@ -119,6 +116,15 @@ class _Table4:
 
     def spread(self, method_: str, release: str, column: _Column) -> Spread | None:
         return seed_spread(run["test_accuracy"] for run in self.groups.get((method_, release, column), []))
+
+    def interval(self, method_: str, release: str, column: _Column) -> Interval | None:
+        return seed_interval(run["test_accuracy"] for run in self.groups.get((method_, release, column), []))
+
+    def paired(self, release: str, column: _Column) -> Interval | None:
+        """Δ = singularized - comparator, paired per seed (same partitions), with its 95 % interval."""
+        def by_seed(method_: str) -> dict[int, float]:
+            return {int(r["seed"]): float(r["test_accuracy"]) for r in self.groups.get((method_, release, column), [])}
+        return seed_interval(paired_differences(by_seed(MIXUP), by_seed(self.comparator)))
 
     def runs_of(self, method_: str) -> list[dict]:
         return [run for (m, _, _), members in self.groups.items() if m == method_ for run in members]
@@ -189,6 +195,11 @@ def _paper_claim() -> str:
             "CIFAR-10 a match.")
 
 
+_MATCH_POINTS = 1.0
+"""The paper calls gaps of 0.34 (MNIST) and 0.69 (CIFAR-10) points against InstaHide a match: a
+cell contradicts "matches" only when singularized mixup is significantly behind by more than this."""
+
+
 def _ahead_sentence(table: _Table4, *, release: str, with_release: bool) -> str:
     """The plain count of cells in which singularized mixup is ahead, and what it says of the paper's claim."""
     label = table.label
@@ -203,36 +214,33 @@ def _ahead_sentence(table: _Table4, *, release: str, with_release: bool) -> str:
         return " ".join([f"No cell has both {label} and singularized mixup results{release_text}, so nothing can be "
                          "compared yet.", *claim])
     with_block = len({column.block for column in table.columns}) > 1
-    deltas = [(column, rounded_delta(mixup.mean - theirs.mean), theirs, mixup) for column, theirs, mixup in compared]
-    ahead = [d for d in deltas if d[1] > 0]
-    behind = [d for d in deltas if d[1] < 0]
-    tied = [d for d in deltas if d[1] == 0]
+    deltas = [(column, table.paired(release, column)) for column, _, _ in compared]
+    deltas = [(column, delta) for column, delta in deltas if delta is not None]
     n = len(deltas)
-    counts = f"Singularized mixup is ahead of {label}{release_text} in {len(ahead)} of {n} cells"
-    counts += f", behind in {len(behind)}" + (f", tied to two decimals in {len(tied)}" if tied else "")
-    low, high = min(d[1] for d in deltas), max(d[1] for d in deltas)
-    if low == high:
-        counts += (f"; Δ (singularized − {label}) = {format_delta(low)} points"
+    if not n:
+        return " ".join([f"No cell has {label} and singularized mixup runs of the same seeds{release_text}.", *claim])
+    ahead = [d for d in deltas if d[1].verdict() == "ahead"]
+    behind = [d for d in deltas if d[1].verdict() == "behind"]
+    counts = (f"Counting only cells whose 95 % interval of the paired Δ excludes 0: singularized mixup is ahead of "
+              f"{label}{release_text} in {len(ahead)} and behind in {len(behind)} of {n} cells, inconclusive in "
+              f"{n - len(ahead) - len(behind)}")
+    low, high = min(d[1].mean for d in deltas), max(d[1].mean for d in deltas)
+    if rounded_delta(low) == rounded_delta(high):
+        counts += (f"; mean Δ (singularized − {label}) = {format_delta(low)} points"
                    + (" in every cell." if n > 1 else "."))
     else:
-        counts += f"; Δ (singularized − {label}) ranges from {format_delta(low)} to {format_delta(high)} points."
+        counts += f"; mean Δ (singularized − {label}) ranges from {format_delta(low)} to {format_delta(high)} points."
     parts = [counts, *claim]
-    clearly_behind = [(column, delta) for column, delta, theirs, mixup in deltas
-                      if delta < -_CLEARLY_BEHIND_POINTS and -delta > max(theirs.std, mixup.std)]
+    # "Matches" is about size, not significance: the paper calls gaps under a point a match.
+    clearly_behind = [(column, delta) for column, delta in behind if delta.mean < -_MATCH_POINTS]
     if about_paper and 2 * len(clearly_behind) > n:
         where = "; ".join(column.label(with_block=with_block) for column, _ in clearly_behind)
-        parts.append(f"Here singularized mixup trails by more than {_CLEARLY_BEHIND_POINTS:g} point and more than "
-                     f"one seed standard deviation in {len(clearly_behind)} of {n} cells ({where}), so the paper's "
-                     f"'matches {label}' does NOT reproduce in this setting.")
-    elif about_paper and all(abs(delta) <= _CLEARLY_BEHIND_POINTS for _, delta, _, _ in deltas):
-        parts.append(f"Every compared cell is within {_CLEARLY_BEHIND_POINTS:g} point, the size of the gaps the paper "
+        parts.append(f"Here singularized mixup is significantly behind, by more than {_MATCH_POINTS:g} point, in "
+                     f"{len(clearly_behind)} of {n} cells ({where}), so the paper's 'matches {label}' does NOT "
+                     "reproduce in this setting.")
+    elif about_paper and all(abs(delta.mean) <= _MATCH_POINTS for _, delta in deltas):
+        parts.append(f"Every compared cell's mean Δ is within {_MATCH_POINTS:g} point, the size of the gaps the paper "
                      "calls a match.")
-    # A single seed measures no spread, so such a cell is never called unsettled.
-    unresolved = [column for column, _, theirs, mixup in deltas
-                  if theirs.n > 1 and mixup.n > 1 and abs(mixup.mean - theirs.mean) <= max(theirs.std, mixup.std)]
-    if unresolved:
-        parts.append(f"In {len(unresolved)} of the {n} cells |Δ| is within one seed standard deviation, so the sign "
-                     "there is not settled by this many seeds.")
     uncounted = len(pairs) - n
     if uncounted:
         parts.append(f"{uncounted} cell{'s lack' if uncounted != 1 else ' lacks'} one of the two encodings and "
@@ -276,7 +284,7 @@ def _comparator_page(runs: Sequence[dict], *, comparator: str, title: str,
         f"- Release mode: {', '.join(f'`{r}`' for r in table.releases)} (both encodings); columns are the "
         f"partition cells ({knobs})",
         partitions_line,
-        f"- Δ = singularized mixup − {label}, of the means over seeds"
+        f"- Δ = singularized mixup − {label}, paired per seed, mean [95 % interval] and its verdict"
         + (f"; the {method_label(table.baseline)} row is context (iterative, a different protocol)"
            if table.baseline else ""),
     ]
@@ -322,13 +330,14 @@ def _comparator_page(runs: Sequence[dict], *, comparator: str, title: str,
         header.append(f"paper ({PAPER_DATASET_NAMES[str(used[0]['dataset'])]})")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row_label, method_, release, paper_text in method_rows:
-        cells = [row_label] + [format_spread(table.spread(method_, release, column), expected_n=expected_n)
+        cells = [row_label] + [format_interval(table.interval(method_, release, column), expected_n=expected_n)
                                for column in table.columns]
         lines.append("| " + " | ".join(cells + ([paper_text] if paper is not None else [])) + " |")
     for release in table.releases:
-        deltas = [format_delta(mean_delta(table.spread(MIXUP, release, column),
-                                          table.spread(comparator, release, column)))
-                  for column in table.columns]
+        deltas = []
+        for column in table.columns:
+            paired = table.paired(release, column)
+            deltas.append("–" if paired is None else f"{format_interval(paired, signed=True)} {paired.verdict()}")
         if paper is not None:
             deltas.append("–" if paper[0] is None else f"{paper[1] - paper[0]:+.2f}")
         lines.append("| " + " | ".join([f"Δ (singularized − {label}){release_suffix(release)}"] + deltas) + " |")

@@ -1,9 +1,12 @@
 """The paper's Tables 5 and 6: singularized mixup (release once) against FedProx, per cell.
 
 This module owns ``table5.md`` and ``table6.md``: one row per partition cell in the paper's
-order, mean ± std over seeds, Δ = mixup - baseline, the paper's own numbers beside ours when
-the sweep ran the paper's setting (CIFAR-10 on a frozen ImageNet ResNet-18), and a plain
-count of the cells in which mixup is ahead. Only runs of the paper-tables encoding reach the
+order: each arm's mean and 95 % interval over seeds (Student's t), the paired Δ = mixup -
+baseline per seed (both arms saw the same partition, split and test set) with its interval,
+and a verdict per cell (ahead / behind / inconclusive from that interval); the paper's own
+numbers beside ours when the sweep ran the paper's setting (CIFAR-10 on a frozen ImageNet
+ResNet-18); and a count of the cells in which mixup is significantly ahead or behind. A cell
+whose two arms were selected by different rules gets no Δ. Only runs of the paper-tables encoding reach the
 mixup column; :func:`simulations.report.write_report` leaves comparator runs out.
 """
 
@@ -13,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from common.stats import Spread
+from common.stats import Interval, paired_differences
 from simulations.report.paper_numbers import (
     PAPER_FL_ROUNDS,
     PAPER_PROXIMAL_MU,
@@ -37,7 +40,7 @@ from simulations.report.runs import (
     paper_order,
     seeds,
 )
-from simulations.report.spreads import format_delta, format_spread, mean_delta, rounded_delta, seed_spread
+from simulations.report.spreads import format_interval, seed_interval
 from simulations.report.text import header_block, integers_text, knob
 
 __all__ = ["paper_table_markdown"]
@@ -45,14 +48,21 @@ __all__ = ["paper_table_markdown"]
 
 @dataclass(frozen=True)
 class _PaperTableRow:
+    """One partition cell: both arms over seeds, their paired difference, the paper's pair."""
+
     cell: tuple[int, float, float]
-    baseline: Spread | None
-    mixup: Spread | None
+    baseline: Interval | None
+    mixup: Interval | None
+    delta: Interval | None  # paired over the seeds both arms ran
     paper: tuple[float, float] | None
+    label_skew: float | None = None
+    refused: str = ""  # why no Δ is computed (different selection rules)
 
     @property
-    def delta(self) -> float | None:
-        return mean_delta(self.mixup, self.baseline)
+    def verdict(self) -> str:
+        if self.refused or self.delta is None:
+            return "–"
+        return self.delta.verdict()
 
     def cell_text(self, *, layout: str) -> str:
         parties, beta, rho = self.cell
@@ -60,41 +70,59 @@ class _PaperTableRow:
         return text + (f", ρ={knob(rho)}" if layout == "table6" else "")
 
 
+def _by_seed(runs: Sequence[dict]) -> dict[int, float]:
+    return {int(run["seed"]): float(run["test_accuracy"]) for run in runs}
+
+
+def _row(cell, arms, *, baseline_arm, mixup_arm, layout) -> _PaperTableRow:  # noqa: ANN001
+    base_runs, mix_runs = arms.get(baseline_arm, []), arms.get(mixup_arm, [])
+    rules = {r["selection"] for r in base_runs} | {r["selection"] for r in mix_runs}
+    refused = ""
+    delta = None
+    if len(rules) > 1:
+        refused = f"refused: selection rules differ ({', '.join(sorted(rules))})"
+    elif base_runs and mix_runs:
+        delta = seed_interval(paired_differences(_by_seed(mix_runs), _by_seed(base_runs)))
+    skews = [r["label_skew"] for r in base_runs + mix_runs if r.get("label_skew") is not None]
+    return _PaperTableRow(
+        cell=cell, baseline=seed_interval(r["test_accuracy"] for r in base_runs),
+        mixup=seed_interval(r["test_accuracy"] for r in mix_runs), delta=delta,
+        paper=paper_cell(layout=layout, parties=cell[0], beta=cell[1], rho=cell[2]),
+        label_skew=sum(skews) / len(skews) if skews else None, refused=refused,
+    )
+
+
 def _ahead_sentence(rows: Sequence[_PaperTableRow], *, layout: str, baseline_name: str) -> str:
     paper_pairs = list((PAPER_TABLE5 if layout == "table5" else PAPER_TABLE6).values())
     paper_ahead = sum(1 for pair in paper_pairs if paper_delta(pair) > 0)
     paper_text = (f"all {len(paper_pairs)}" if paper_ahead == len(paper_pairs)
                   else f"{paper_ahead} of {len(paper_pairs)}")
+    refused = [row for row in rows if row.refused]
     compared = [row for row in rows if row.delta is not None]
     if not compared:
-        return (f"No cell has both {baseline_name} and singularized mixup (release once) results, so nothing "
-                f"can be compared yet; the paper reports singularized mixup ahead of FedProx in {paper_text} cells.")
-    mixup_ahead = [row for row in compared if rounded_delta(row.delta) > 0]
-    baseline_ahead = [row for row in compared if rounded_delta(row.delta) < 0]
-    tied = [row for row in compared if rounded_delta(row.delta) == 0]
-    parts = [f"Singularized mixup is ahead of {baseline_name} in {len(mixup_ahead)} of {len(compared)} cells; "
-             f"the paper reports it ahead of FedProx in {paper_text}."]
-    if baseline_ahead:
-        where = "; ".join(row.cell_text(layout=layout) for row in baseline_ahead)
-        parts.append(f"{baseline_name} is ahead in {len(baseline_ahead)} of {len(compared)} cells ({where}), so the "
-                     "paper's claim that singularized mixup outperforms FedProx in every setting does NOT reproduce "
-                     "here.")
-    if tied:
-        parts.append(f"{len(tied)} cell{'s are' if len(tied) != 1 else ' is'} tied to two decimals.")
-    if len(mixup_ahead) == len(compared):
-        parts.append("The paper's direction (mixup ahead) holds in every cell compared here.")
-    # A sign is only meaningful when the gap exceeds the seed-to-seed spread; say where it does not
-    # (a single seed measures no spread, so such a cell is never called unsettled).
-    unresolved = [
-        row for row in compared
-        if row.baseline.n > 1 and row.mixup.n > 1 and abs(row.delta) <= max(row.baseline.std, row.mixup.std)
-    ]
-    if unresolved:
-        parts.append(f"In {len(unresolved)} of the {len(compared)} cells |Δ| is within one seed standard deviation, "
-                     "so the sign there is not settled by this many seeds.")
+        why = (f" ({len(refused)} cell{'s have' if len(refused) != 1 else ' has'} no Δ: {'their' if len(refused) != 1 else 'its'}"
+               " runs were selected by different rules)" if refused else "")
+        return (f"No cell has paired {baseline_name} and singularized mixup (release once) results{why}, so nothing "
+                f"is compared; the paper reports singularized mixup ahead of FedProx in {paper_text} cells.")
+    ahead = [row for row in compared if row.verdict == "ahead"]
+    behind = [row for row in compared if row.verdict == "behind"]
+    unsettled = [row for row in compared if row.verdict == "inconclusive"]
+    parts = [f"Counting only cells whose 95 % interval of the paired Δ excludes 0: singularized mixup is ahead of "
+             f"{baseline_name} in {len(ahead)} and behind in {len(behind)} of {len(compared)} cells; "
+             f"{len(unsettled)} {'are' if len(unsettled) != 1 else 'is'} inconclusive at this many seeds. "
+             f"The paper reports it ahead of FedProx in {paper_text}."]
+    if behind:
+        where = "; ".join(row.cell_text(layout=layout) for row in behind)
+        parts.append(f"{baseline_name} is significantly ahead in {where}, so the paper's claim that singularized "
+                     "mixup outperforms FedProx in every setting does NOT reproduce here.")
+    elif len(ahead) == len(compared):
+        parts.append("The paper's direction (mixup ahead) holds significantly in every cell compared here.")
     if baseline_name != "FedProx":
         parts.append("(The paper's baseline is FedProx; this sweep ran FedAvg.)")
-    uncounted = len(rows) - len(compared)
+    if refused:
+        parts.append(f"{len(refused)} cell{'s have' if len(refused) != 1 else ' has'} no Δ: its runs were selected "
+                     "by different rules, and a difference between them would measure the rules.")
+    uncounted = len(rows) - len(compared) - len(refused)
     if uncounted:
         parts.append(f"{uncounted} cell{'s lack' if uncounted != 1 else ' lacks'} one of the two arms and "
                      f"{'are' if uncounted != 1 else 'is'} not counted.")
@@ -149,12 +177,7 @@ def paper_table_markdown(runs: Sequence[dict], *, layout: str, title: str, setti
     inputs_differ = not_the_papers_inputs(settings)
 
     rows = [
-        _PaperTableRow(
-            cell=cell,
-            baseline=seed_spread(r["test_accuracy"] for r in arms.get(baseline_arm, [])),
-            mixup=seed_spread(r["test_accuracy"] for r in arms.get(mixup_arm, [])),
-            paper=paper_cell(layout=layout, parties=cell[0], beta=cell[1], rho=cell[2]),
-        )
+        _row(cell, arms, baseline_arm=baseline_arm, mixup_arm=mixup_arm, layout=layout)
         for cell, arms in sorted(by_cell_and_arm(chosen).items(), key=lambda item: paper_order(item[0]))
     ]
     expected_n = len(seeds(used))
@@ -184,16 +207,18 @@ def paper_table_markdown(runs: Sequence[dict], *, layout: str, title: str, setti
                   "(CIFAR-10, frozen ImageNet ResNet-18).", ""]
 
     knob_columns = ["# Parties P", "Dirichlet β"] + (["Size ratio ρ"] if layout == "table6" else [])
-    columns = knob_columns + [baseline_name, "singularized mixup (ours)", "Δ"]
+    columns = knob_columns + ["label skew", baseline_name, "singularized mixup (ours)", "paired Δ [95 % CI]",
+                              "verdict"]
     if show_paper:
         columns += ["paper FedProx", "paper mixup", "paper Δ"]
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         parties, beta, rho = row.cell
         cells = [str(parties), knob(beta)] + ([knob(rho)] if layout == "table6" else [])
-        cells += [format_spread(row.baseline, expected_n=expected_n),
-                  format_spread(row.mixup, expected_n=expected_n),
-                  format_delta(row.delta)]
+        cells += ["–" if row.label_skew is None else f"{row.label_skew:.2f}",
+                  format_interval(row.baseline, expected_n=expected_n),
+                  format_interval(row.mixup, expected_n=expected_n),
+                  row.refused or format_interval(row.delta, signed=True), row.verdict]
         if show_paper:
             cells += ([f"{row.paper[0]:.2f}", f"{row.paper[1]:.2f}", f"{paper_delta(row.paper):+.2f}"]
                       if row.paper else ["", "", ""])

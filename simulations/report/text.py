@@ -102,6 +102,28 @@ def _comparator_line(name: str, runs: Sequence[dict]) -> str:
     return f"- {encoding_.label}: " + (", ".join(parts) or "a comparator encoding, not the paper's method")
 
 
+def tau_text(mixup_runs: Sequence[dict]) -> str:
+    """tau as the tables print it: nominal in the clamped mode, with the measured SNR beside it."""
+    if not mixup_runs:
+        return "tau = n/a"
+    snrs = [r["snr_pc1_mean"] for r in mixup_runs if r.get("snr_pc1_mean") is not None]
+    measured = (f"measured directional SNR along PC1 {min(snrs):.3g}-{max(snrs):.3g}" if snrs
+                else "measured SNR not recorded")
+    if any(r["noise_mode"] == "clamped" for r in mixup_runs):
+        return (f"tau = {taus_text(mixup_runs)} NOMINAL (clamped noise: Theorem 2 does not hold), {measured}")
+    return f"tau = {taus_text(mixup_runs)}, {measured}"
+
+
+def test_set_text(runs: Sequence[dict]) -> str:
+    """The test set's size and one sample's weight in accuracy points."""
+    sizes = sorted({int(r["test_rows"]) for r in runs if r.get("test_rows")})
+    if not sizes:
+        return "size not recorded (runs of an older version)"
+    per = ", ".join(f"{100 / n:.2f}" for n in sizes)
+    where = " drawn from each run's seed" if {r["dataset"] for r in runs} == {"digits"} else ""
+    return (f"{', '.join(str(n) for n in sizes)} samples{where}; one sample = {per} accuracy points")
+
+
 def header_block(*, title: str, heading: str, runs: Sequence[dict], settings: Mapping[str, object],
                  lines_before_settings: Sequence[str] = ()) -> list[str]:
     """Markdown lines naming how every number below was made.
@@ -126,9 +148,12 @@ def header_block(*, title: str, heading: str, runs: Sequence[dict], settings: Ma
     by_method: dict[str, list[dict]] = {}
     for run in runs:
         by_method.setdefault(method(run), []).append(run)
-    selection = "; ".join(
-        f"{method_label(name)}: {texts(r['selected_by'] for r in members)}" for name, members in by_method.items()
-    )
+    rules = {r["selection"] for r in runs}
+    if len(rules) == 1:
+        selection = f"`selection = {next(iter(rules))}` for every method ({texts(r['selected_by'] for r in runs)})"
+    else:
+        selection = "DIFFERENT RULES, no Δ between them: " + "; ".join(
+            f"{method_label(name)}: {texts(r['selection'] for r in members)}" for name, members in by_method.items())
     rounds = "; ".join(
         f"{method_label(name)} {integers_text(r['rounds'] for r in members)}" for name, members in by_method.items()
     )
@@ -152,12 +177,14 @@ def header_block(*, title: str, heading: str, runs: Sequence[dict], settings: Ma
         "",
         f"- Data set: `{texts(r['dataset'] for r in runs)}`; backbone: `{texts(r['backbone'] for r in runs)}`",
         f"- Singularized mixup: noise mode `{texts((r['noise_mode'] for r in mixup_runs), empty='n/a')}`, "
-        f"tau = {taus_text(mixup_runs) if mixup_runs else 'n/a'}",
+        f"{tau_text(mixup_runs)}",
         *extra_lines,
         f"- Seeds: {', '.join(str(s) for s in seed_list) or '–'} ({len(seed_list)} "
-        f"seed{'s' if len(seed_list) != 1 else ''}); cells are mean ± sample std (n - 1) over seeds",
-        "- Accuracy: test accuracy (%) of the model selected on validation (never on test); the "
-        "final round/epoch accuracy is reported beside it in one_shot_vs_iterative.md and never used to choose",
+        f"seed{'s' if len(seed_list) != 1 else ''}); accuracy cells are the mean and its 95 % interval over seeds "
+        "(Student's t); Δ is paired per seed (both arms saw the same partition, split and test set)",
+        f"- Test set: {test_set_text(runs)}",
+        "- Accuracy: test accuracy (%) of the model the selection rule reports (the test set never chooses); "
+        "the last round/epoch accuracy is beside it in one_shot_vs_iterative.md",
         f"- Model selection: {selection or '–'}",
         f"- Communication rounds: {rounds or '–'}; selected at: {selected_at or '–'}",
         *lines_before_settings,
