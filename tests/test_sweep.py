@@ -145,6 +145,35 @@ def test_sweep_runs_every_run_once_and_a_rerun_computes_nothing(tmp_path):
     assert len(journal(tmp_path / "journal")) == 2 * planned  # start + done each, nothing new
 
 
+def test_every_cell_and_seed_gets_a_partition_figure_and_its_label_skew(tmp_path):
+    """The figure and the skew come from the parties' own partitioning code: the counts in
+    partitions.json are exactly the parties' rows, and every row of a cell and seed carries
+    that partition's skew, whatever the strategy."""
+    import numpy as np
+
+    from client.party import load_party
+    from common.config import parse_run_config
+    from common.partition.skew import label_skew
+
+    spec = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "journal"), progress=False)
+    facts = {item["name"]: item for item in json.loads((out / "partitions" / "partitions.json").read_text())}
+    runs = expand_runs(spec)
+    cells = {(r.parties, r.beta, r.rho, r.seed) for r in runs}
+    assert len(facts) == len(cells) and len(list((out / "partitions").glob("*.png"))) == len(cells)
+    item = facts["P4-b0.5-rho0.1-seed1"]
+    run = next(r for r in runs if r.name.startswith("fedprox-P4-b0.5-rho0.1-seed1"))
+    cfg = parse_run_config(run.run_config)
+    parties = [load_party(cfg, pid, 4) for pid in range(4)]
+    held = np.array([np.bincount(np.concatenate([p.train_y.numpy(), p.val_y.numpy()]), minlength=10)
+                     for p in parties])
+    assert np.array_equal(np.array(item["counts"]), held) and item["poor_party"] == 0
+    assert item["label_skew"] == pytest.approx(label_skew(held))
+    rows = [r for r in read_runs_csv(out / "runs.csv") if (r["parties"], r["beta"], r["rho"], r["seed"]) == (4, 0.5, 0.1, 1)]
+    assert len({r["strategy"] for r in rows}) == 2 and {r["label_skew"] for r in rows} == {item["label_skew"]}
+
+
 def test_failed_run_is_recorded_kept_and_retried(tmp_path):
     spec = load_sweep(_sweep_file(tmp_path))
     out = tmp_path / "out"

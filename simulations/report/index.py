@@ -178,6 +178,12 @@ def write_report(runs: Sequence[Mapping[str, object]], *, out_dir: Path, title: 
         for caption, plot in plots:
             index += [f"![{caption}]({plot.name})", ""]
     report = out_dir / "report.md"
+    figures = sorted((out_dir / "partitions").glob("*.png")) if (out_dir / "partitions").is_dir() else []
+    if figures:
+        index += ["## Partitions", "",
+                  "Class counts per party of every cell and seed (the data-poor party hatched), with each party's "
+                  "total-variation distance from the global label mix: "
+                  + ", ".join(f"[{path.stem}](partitions/{path.name})" for path in figures), ""]
     report.write_text("\n".join(index))
     return ReportFiles(
         table4_md=paths["table4_md"], table4_csv=paths["table4_csv"],

@@ -10,7 +10,14 @@ from pathlib import Path
 from simulations.runtime.executor import Executor, FlowerExecutor
 from simulations.runtime.local_flower import PROJECT_ROOT, flower_env
 from simulations.sweep.plan import expand_runs, unique_runs, validate_runs
-from simulations.sweep.runner import SweepOutcome, collect_rows, report_outcome, report_settings, run_and_report
+from simulations.sweep.runner import (
+    SweepOutcome,
+    collect_rows,
+    report_outcome,
+    report_settings,
+    run_and_report,
+    sweep_partitions,
+)
 from simulations.sweep.spec import DEFAULT_SWEEP, SweepError, load_sweep, parse_overrides, select_tables, with_seeds
 from simulations.report import write_runs_csv
 
@@ -86,7 +93,9 @@ def main(argv: list[str] | None = None, *, executor: Executor | None = None) -> 
               f"{sum((out_dir / 'summaries' / f'{r.name}.json').exists() for r in todo)} finished; out: {out_dir}")
         return 0
     if args.report_only:
-        outcome = SweepOutcome(planned=len(todo), rows=collect_rows(runs, summaries_dir=out_dir / "summaries"))
+        partitions = sweep_partitions(todo, out_dir=out_dir)
+        outcome = SweepOutcome(planned=len(todo), rows=collect_rows(runs, summaries_dir=out_dir / "summaries",
+                                                                    partitions=partitions))
         outcome.csv_path = write_runs_csv(outcome.rows, path=out_dir / "runs.csv") if outcome.rows else None
         return report_outcome(outcome, spec=spec, out_dir=out_dir, settings=settings)
     if executor is None:

@@ -147,10 +147,12 @@ def validate_runs(runs: Iterable[SweepRun], *, summaries_dir: Path) -> None:
         raise SweepError("\n".join(lines))
 
 
-def row_from_summary(run: SweepRun, summary: RunSummary, *, summary_path: Path) -> dict[str, Any]:
+def row_from_summary(run: SweepRun, summary: RunSummary, *, summary_path: Path,
+                     label_skew: float | None = None) -> dict[str, Any]:
     """The ``runs.csv`` row of one run (:class:`common.run_summary.RunRow`): the planned run's
-    block, layout and cell, and the summary's figures (accuracies in percent)."""
+    block, layout and cell, the summary's figures (accuracies in percent) and its partition's
+    label skew."""
     return RunRow.from_summary(
         summary, run_key=run.key, table=run.table, layout=run.layout, release=run.release, beta=run.beta,
-        rho=run.rho, seed=run.seed, summary_path=summary_path,
+        rho=run.rho, seed=run.seed, summary_path=summary_path, label_skew=label_skew,
     ).model_dump()

@@ -35,11 +35,12 @@ from common.io import write_json_atomic
 from common.run_summary import read_summary
 from simulations.report import write_report, write_runs_csv
 from simulations.runtime.executor import Executor
+from simulations.sweep.partitions import PartitionFacts, partition_facts, skew_of, write_partition_figures
 from simulations.sweep.plan import SweepRun, expand_runs, row_from_summary, unique_runs, validate_runs
 from simulations.sweep.spec import SweepError, SweepSpec
 
 __all__ = [
-    "SweepOutcome", "collect_rows", "report_outcome", "report_settings", "run_and_report", "run_sweep",
+    "SweepOutcome", "collect_rows", "sweep_partitions", "report_outcome", "report_settings", "run_and_report", "run_sweep",
     "write_sweep_report",
 ]
 
@@ -88,14 +89,29 @@ class _SweepLock:
             self._handle.close()
 
 
-def collect_rows(runs: Iterable[SweepRun], *, summaries_dir: Path) -> list[dict[str, Any]]:
-    """CSV rows of every finished run, one per (run, table), in plan order."""
+def collect_rows(runs: Iterable[SweepRun], *, summaries_dir: Path,
+                 partitions: dict[tuple, PartitionFacts] | None = None) -> list[dict[str, Any]]:
+    """CSV rows of every finished run, one per (run, table), in plan order; with
+    ``partitions`` (:func:`partition_facts`) each row carries its partition's label skew."""
     rows = []
     for run in runs:
         path = summaries_dir / f"{run.name}.json"
         if path.exists():
-            rows.append(row_from_summary(run, read_summary(path), summary_path=path))
+            rows.append(row_from_summary(run, read_summary(path), summary_path=path,
+                                         label_skew=skew_of(partitions or {}, run)))
     return rows
+
+
+def sweep_partitions(runs: list[SweepRun], *, out_dir: Path) -> dict[tuple, PartitionFacts]:
+    """Class counts, label skew and a figure of every (cell, seed) partition of the sweep.
+    A data set that cannot be read here (the sweep machine lacks it) is said, not fatal."""
+    try:
+        facts = partition_facts(runs)
+    except Exception as err:  # noqa: BLE001 - the runs themselves will report a missing data set
+        print(f"partition figures skipped: {err}", file=sys.stderr)
+        return {}
+    write_partition_figures(facts, out_dir=out_dir)
+    return facts
 
 
 def _recover(inflight_dir: Path, logs_dir: Path, summaries_dir: Path, *, executor: Executor,
@@ -143,6 +159,7 @@ def run_sweep(
         write_json_atomic(out_dir / "settings.json", {"sweep": spec.name, "description": spec.description,
                                                       "seeds": spec.seeds, **settings})
         write_json_atomic(out_dir / "plan.json", [{**asdict(r)} for r in runs])
+        partitions = sweep_partitions(unique_runs(runs), out_dir=out_dir)
         outcome.recovered = _recover(inflight_dir, logs_dir, summaries_dir, executor=executor,
                                      planned={r.name for r in todo})
         pending = [r for r in todo if not (summaries_dir / f"{r.name}.json").exists()]
@@ -183,12 +200,12 @@ def run_sweep(
                     outcome.failed.append(failure)
                     bar.write(f"  {run.name}: FAILED (exit {code}); log: {log_path}")
                 bar.update(1)
-                outcome.rows = collect_rows(runs, summaries_dir=summaries_dir)
+                outcome.rows = collect_rows(runs, summaries_dir=summaries_dir, partitions=partitions)
                 write_runs_csv(outcome.rows, path=out_dir / "runs.csv")  # partial results readable at any time
         finally:
             bar.close()
             write_json_atomic(out_dir / "failures.json", outcome.failed)
-        outcome.rows = collect_rows(runs, summaries_dir=summaries_dir)
+        outcome.rows = collect_rows(runs, summaries_dir=summaries_dir, partitions=partitions)
         outcome.csv_path = write_runs_csv(outcome.rows, path=out_dir / "runs.csv")
     return outcome
 
