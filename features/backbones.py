@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision import models
 
 __all__ = [
     "BACKBONES",
@@ -39,10 +38,17 @@ __all__ = [
 
 BACKBONES = ("resnet18", "resnet50")
 WEIGHT_ENUM_NAMES = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
-_CONSTRUCTORS = {
-    "resnet18": (models.resnet18, models.ResNet18_Weights, 512),
-    "resnet50": (models.resnet50, models.ResNet50_Weights, 2048),
-}
+_CHANNELS = {"resnet18": 512, "resnet50": 2048}
+
+
+def _torchvision_model(name: str) -> tuple:
+    """``(constructor, weight enum)`` of a torchvision ResNet. Imported on use: torchvision
+    costs every simulated party about a second of start-up, and runs on raw inputs never
+    need it."""
+    from torchvision import models
+
+    return {"resnet18": (models.resnet18, models.ResNet18_Weights),
+            "resnet50": (models.resnet50, models.ResNet50_Weights)}[name]
 
 
 class BackboneError(RuntimeError):
@@ -70,7 +76,7 @@ class BackboneWeights:
 def feature_dim(backbone: str, pool: str, image_size: int) -> int:
     """Length of a feature vector: ``C * s * s`` with ``s = ceil(image_size / 32)`` for
     ``"flatten"``, ``C`` for ``"avg"``."""
-    channels = _CONSTRUCTORS[backbone][2]
+    channels = _CHANNELS[backbone]
     if pool == "avg":
         return channels
     side = _layer4_side(image_size)
@@ -140,7 +146,7 @@ def _load_local_file(path: str) -> dict[str, torch.Tensor]:
 
 
 def _load_enum(backbone: str, enum_name: str) -> tuple[dict[str, torch.Tensor], str]:
-    enum = _CONSTRUCTORS[backbone][1]
+    enum = _torchvision_model(backbone)[1]
     weights = getattr(enum, enum_name)
     hub = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
     try:
@@ -173,9 +179,9 @@ def build_backbone(
         than the removed ``fc`` head), or enum weights that are neither cached nor
         downloadable.
     """
-    if name not in _CONSTRUCTORS:
+    if name not in _CHANNELS:
         raise BackboneError(f"unknown backbone {name!r}; available: {BACKBONES}")
-    constructor = _CONSTRUCTORS[name][0]
+    constructor = _torchvision_model(name)[0]
     resnet = constructor(weights=None)
     if weights == "none":
         info = BackboneWeights(source="random-init", name="none", sha256="")

@@ -16,7 +16,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 from common.defences.base import DEFENCES, Defence, LocalUpdate
-from common.dp_mix import dp_epsilon, load_diffusion_samples, steps_per_epoch, train_local_dp_mix
 
 __all__ = ["DPMixDiff", "DPMixSelf", "dp_mix_epsilon"]
 
@@ -29,6 +28,8 @@ def dp_mix_epsilon(cfg, num_examples: int, *, rounds: int) -> float:  # noqa: AN
     Gaussian mechanism. It counts every round as taken (an upper bound when the party missed
     one) and assumes the noise is truly random: seeded simulation noise is not.
     """
+    from common.dp_mix import dp_epsilon, steps_per_epoch  # Opacus is imported only by runs that use it
+
     steps = rounds * cfg.local_epochs * steps_per_epoch(num_examples, cfg.batch_size)
     rate = min(1.0, cfg.batch_size / num_examples)
     return dp_epsilon(noise_multiplier=cfg.dp_noise_multiplier, sample_rate=rate, steps=steps, delta=cfg.dp_delta)
@@ -36,6 +37,8 @@ def dp_mix_epsilon(cfg, num_examples: int, *, rounds: int) -> float:  # noqa: AN
 
 @lru_cache(maxsize=2)
 def _diffusion_samples(cfg, num_classes: int, image_shape: tuple[int, int, int]):  # noqa: ANN001, ANN202
+    from common.dp_mix import load_diffusion_samples
+
     # Class names are not part of the data sets' tensors; the prompts use the class indices.
     names = [str(i) for i in range(num_classes)]
     return load_diffusion_samples(
@@ -59,6 +62,8 @@ class DPMixSelf(Defence):
                      batch_size, optimizer, own_rows) -> LocalUpdate:  # noqa: ANN001
         if party.image_shape is None:
             raise ValueError(f"defence = {self.name} augments raw images; this party holds backbone features")
+        from common.dp_mix import train_local_dp_mix
+
         synthetic = (_diffusion_samples(cfg, party.num_classes, party.image_shape)
                      if self.uses_diffusion else None)
         result = train_local_dp_mix(
