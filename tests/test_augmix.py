@@ -13,13 +13,8 @@ import torch
 from torch import nn
 
 import common.augmix as augmix_module
-from common.augmix import (
-    AUGMIX_OPERATIONS,
-    FedAugMixObjective,
-    LossScaling,
-    augmix,
-    jensen_shannon_consistency,
-)
+from common.augmix import AUGMIX_OPERATIONS, augmix
+from common.fed_augmix_loss import FedAugMixObjective, LossScaling, jensen_shannon_consistency
 from common.model import MixupClassifier
 from common.training import soft_cross_entropy, train_local
 

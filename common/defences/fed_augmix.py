@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from common.augmix import FedAugMixObjective, LossScaling
+from common.fed_augmix_loss import FedAugMixObjective, LossScaling
 from common.defences.base import DEFENCES, Defence, LocalUpdate
 from common.training import train_local
 
