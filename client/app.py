@@ -28,7 +28,7 @@ from common.defences import local_update
 from common.device import resolve_device
 from common.model import MixupClassifier
 from common.seeds import Stream, derive_seed
-from common.training import cosine_lr, evaluate as evaluate_model
+from common.training import CentralTrainer, cosine_lr, evaluate as evaluate_model
 
 __all__ = ["app", "evaluate", "query", "train"]
 
@@ -83,11 +83,30 @@ def _model(cfg: RunConfig, party: PartyData, arrays: ArrayRecord) -> MixupClassi
     return model.to(resolve_device(cfg.device))
 
 
+def _train_alone(cfg: RunConfig, party: PartyData, model: MixupClassifier, epochs: int) -> None:
+    """``strategy = "local-only"``: the central recipe on the party's own rows (a reference)."""
+    trainer = CentralTrainer(model, rows=party.train_x.shape[0], epochs=epochs, batch_size=cfg.batch_size,
+                             generator=torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id,
+                                                                                 Stream.TRAIN, 0)),
+                             lr=cfg.lr, weight_decay=cfg.weight_decay)
+    for _ in range(epochs):
+        trainer.train_epoch(party.train_x, party.train_y)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """One FedProx/FedAvg local update from the received global model."""
+    """One FedProx/FedAvg local update from the received global model (or, for the
+    local-only reference, the party's whole training alone)."""
     cfg, party = _party(context)
     config = msg.content["config"]
+    if config.get("local-only", False):
+        model = _model(cfg, party, msg.content["arrays"])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.DROPOUT, 0))
+            _train_alone(cfg, party, model, int(config["epochs"]))
+        metrics = {"num-examples": int(party.train_x.shape[0]), "partition-id": party.partition_id}
+        content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": MetricRecord(metrics)})
+        return Message(content, reply_to=msg)
     server_round = int(config["server-round"])
     mu = float(config.get("proximal-mu", 0.0))  # FedAvg sends none
     lr = cosine_lr(cfg.lr, server_round - 1, cfg.num_rounds)

@@ -38,8 +38,12 @@ class RunConfig(BaseModel):
     )
 
     # What to run.
-    strategy: Literal["one-shot-mixup", "fedprox", "fedavg"] = Field(
-        "one-shot-mixup", description='`"one-shot-mixup"`, `"fedprox"` or `"fedavg"`'
+    strategy: Literal["one-shot-mixup", "fedprox", "fedavg", "local-only"] = Field(
+        "one-shot-mixup", description=(
+            '`"one-shot-mixup"` (one release per party, the server trains), `"fedprox"` or `"fedavg"` (iterative), '
+            'or `"local-only"` (a reference point: each party trains alone on its own rows, the server only '
+            'evaluates every party\'s model)'
+        )
     )
     dataset: Literal["digits", "mnist", "cifar10", "cifar100", "tiny-imagenet"] = Field(
         "digits", description=(
@@ -334,10 +338,12 @@ class RunConfig(BaseModel):
             raise ValueError("release: only used with strategy = 'one-shot-mixup'; leave it at 'once'")
         if self.encoding != DEFAULT_ENCODING and self.strategy != "one-shot-mixup":
             raise ValueError(f"encoding: only used with strategy = 'one-shot-mixup'; leave it at '{DEFAULT_ENCODING}'")
+        if self.strategy == "local-only" and (self.defence != DEFAULT_DEFENCE or self.encoding != DEFAULT_ENCODING):
+            raise ValueError("strategy: 'local-only' (each party alone, plain training) takes no encoding or defence")
         if self.selection == "mixed-validation" and self.strategy != "one-shot-mixup":
             raise ValueError("selection: 'mixed-validation' exists for one-shot runs only (FedProx/FedAvg have no "
                              "mixed releases); use 'last' or 'validation', the same rule as the runs compared")
-        if self.defence != DEFAULT_DEFENCE and self.strategy == "one-shot-mixup":
+        if self.defence != DEFAULT_DEFENCE and self.strategy in ("one-shot-mixup", "local-only"):
             raise ValueError(f"defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at '{DEFAULT_DEFENCE}'")
         # Each variant refuses the settings it cannot run with (its message starts with the key).
         self.partitioner_spec.check_config(self)

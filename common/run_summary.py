@@ -124,6 +124,9 @@ class RunSummary(_Model):
     wall_seconds: float = Field(ge=0)
     privacy: PrivacySummary | None = None
     defence: DefenceSummary | None = None
+    local_only: dict[str, Any] | None = Field(
+        None, description="strategy local-only: each party's own model's test accuracy, their mean and the worst"
+    )
     union: UnionFigures | None = None
     memory: dict[str, Any] | None = None
     participation: Participation | None = None

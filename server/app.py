@@ -3,6 +3,7 @@
 * ``one-shot-mixup``: :class:`server.strategies.OneShot` with the run's encoding.
 * ``fedprox`` / ``fedavg``: Flower's strategies with round selection on the parties'
   validation loss (:mod:`server.strategies.federated`), central test evaluation every round.
+* ``local-only``: a reference point, each party trains alone (:mod:`server.strategies.local_only`).
 
 Each run writes ``<output-dir>/<run-name>.json`` (:class:`common.run_summary.RunSummary`)
 and logs a short table.
@@ -32,7 +33,8 @@ from server.iterative import run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
 from server.strategies import OneShot
-from server.summary import communication, iterative_parts, one_shot_parts, table_lines
+from server.strategies.local_only import LocalOnly
+from server.summary import communication, iterative_parts, local_only_parts, one_shot_parts, table_lines
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
 
@@ -98,6 +100,13 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_fn=evaluate_fn,
         )
         parts = one_shot_parts(cfg, result, expected=cfg.expected_parties or len(node_ids), connected=node_ids)
+    elif cfg.strategy == "local-only":
+        torch.manual_seed(cfg.seed)
+        initial = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=data.num_classes, norm=cfg.model_norm)
+        result = LocalOnly(epochs=cfg.central_epochs).start(
+            grid=metered, node_ids=node_ids, initial_arrays=ArrayRecord(initial.state_dict()),
+            timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
+        parts = local_only_parts(cfg, result)
     else:
         outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()), num_classes=data.num_classes,
                                 evaluate_fn=evaluate_fn)
@@ -111,13 +120,16 @@ def main(grid: Grid, context: Context) -> None:
         config=cfg.model_dump(by_alias=True), **parts,
     )
     path = summary.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json")
-    if cfg.strategy != "one-shot-mixup":
-        # The round-1 and the selected global model, for the gradient-leakage audit
-        # (simulations.studies.gradient_audit); model weights, so never committed (.gitignore).
+    # The reported model (what every party receives, and what membership inference attacks) and,
+    # for FedProx/FedAvg, the round-1 model (what the gradient-leakage audit re-makes updates
+    # from); model weights, so never committed (.gitignore).
+    if cfg.strategy != "local-only":  # each party's own model stays with it
         weights = path.with_name(path.stem + WEIGHTS_SUFFIX)
-        torch.save({"initial": outcome.initial_state, "selected": outcome.selected.arrays.to_torch_state_dict(),
+        iterative = cfg.strategy in ("fedprox", "fedavg")
+        reported = (outcome.selected.arrays if iterative else result.arrays).to_torch_state_dict()
+        torch.save({"initial": outcome.initial_state if iterative else None, "selected": reported,
                     "selected_round": summary.result.selected_at, "norm": cfg.model_norm}, weights)
-        log.info("global models written to %s", weights)
+        log.info("models written to %s", weights)
     for line in table_lines(summary):
         log.info(line)
     log.info("summary written to %s", path)

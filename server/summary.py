@@ -14,8 +14,9 @@ from common.config import RunConfig
 from common.run_summary import Communication, Outcome, Participation, RunSummary
 from server.metered_grid import MeteredGrid
 from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
+from server.strategies.local_only import LocalOnlyResult
 
-__all__ = ["communication", "iterative_parts", "one_shot_parts", "table_lines"]
+__all__ = ["communication", "iterative_parts", "local_only_parts", "one_shot_parts", "table_lines"]
 
 
 def communication(grid: MeteredGrid, num_parties: int) -> Communication:
@@ -82,6 +83,24 @@ def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel
     }
 
 
+def local_only_parts(cfg: RunConfig, result: LocalOnlyResult) -> dict[str, Any]:
+    """The reference without collaboration: each party's own model, mean and worst."""
+    per_party = {str(pid): m["test-accuracy"] for pid, m in sorted(result.per_party.items())}
+    losses = [m["test-loss"] for m in result.per_party.values()]
+    return {
+        "rounds": 1,
+        "result": Outcome(test_accuracy=result.mean_accuracy, test_loss=sum(losses) / len(losses),
+                          selection=cfg.selection, selected_by=SELECTED_ALONE, selected_at=cfg.central_epochs,
+                          last_test_accuracy=result.mean_accuracy, train_seconds=result.seconds),
+        "local_only": {"per_party_test_accuracy": per_party, "mean": result.mean_accuracy,
+                       "worst": result.worst_accuracy, "epochs": cfg.central_epochs},
+        "failures": result.failures,
+    }
+
+
+SELECTED_ALONE = "each party's own model after central-epochs (no collaboration); the mean over parties"
+
+
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
@@ -115,6 +134,9 @@ def table_lines(summary: RunSummary) -> list[str]:
         extra = get_encoding(summary.privacy.encoding).log_rows(privacy)
         rows[3:3] = extra[:1]
         rows += extra[1:]
+    if summary.local_only is not None:
+        rows.insert(4, ("each party alone", f"mean {100 * summary.local_only['mean']:.2f} %, worst party "
+                        f"{100 * summary.local_only['worst']:.2f} % (no collaboration)"))
     if summary.defence is not None and not get_defence(summary.defence.defence).plain:
         rows[3:3] = get_defence(summary.defence.defence).log_rows(summary.defence.model_dump())
     width = max(len(k) for k, _ in rows)

@@ -387,3 +387,25 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
 
     again = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "computed 0, reused 3" in again.stdout
+
+
+def test_reference_points_pooled_clean_data_and_each_party_alone(flower, tmp_path):
+    """The two reference points of a collaboration study through flwr run: the parties' clean
+    rows pooled (no protection, the utility ceiling) and each party alone (no collaboration)."""
+    code, log, path = _run(flower, tmp_path, "pooled", strategy="one-shot-mixup", encoding="pooled")
+    assert code == 0, log[-3000:]
+    pooled = json.loads(path.read_text())
+    assert pooled["privacy"]["encoding"] == "pooled" and pooled["privacy"]["protection"].startswith("none")
+    assert pooled["union"]["train_rows"] == 1438 - _held_out_validation_rows()
+    assert "NO protection" in log
+    code, log, path = _run(flower, tmp_path, "alone", strategy="local-only")
+    assert code == 0, log[-3000:]
+    alone = json.loads(path.read_text())
+    per_party = alone["local_only"]["per_party_test_accuracy"]
+    assert sorted(per_party) == ["0", "1", "2"]
+    assert alone["result"]["test_accuracy"] == pytest.approx(sum(per_party.values()) / 3)
+    assert alone["local_only"]["worst"] == min(per_party.values())
+    assert not path.with_name(path.stem + ".weights.pt").exists()  # each party's own model stays with it
+    # One model down and one up per party, nothing else.
+    assert alone["communication"]["messages_sent"] == alone["communication"]["messages_received"] == PARTIES
+    assert pooled["result"]["test_accuracy"] > alone["local_only"]["worst"]

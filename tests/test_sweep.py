@@ -72,8 +72,9 @@ def test_shipped_sweeps_expand_to_the_papers_grids():
     assert {r.layout for r in runs} == {"table5", "table6"}
     # P {5, 10} x beta {1, 0.1} and P 10 x beta 0.1 x rho {1, 0.1}, two strategies, plus the
     # per-epoch release of one cell; the release block's "once" run is table 5's own run.
-    assert len(unique_runs(runs)) == 2 * (4 * 2 + 2 * 2 + 1)
-    assert len(runs) == len(unique_runs(runs)) + 2
+    assert len(unique_runs(runs)) == 5 * (4 * 2 + 2 * 2 + 1)  # 5 seeds
+    assert len(runs) == len(unique_runs(runs)) + 5
+    assert {r.run_config["selection"] for r in runs} == {"last"}  # one rule for both protocols
     gpu = expand_runs(load_sweep(SWEEPS_DIR / "cifar10-resnet18-gpu.toml"))
     assert len(gpu) == 3 * (9 + 9) * 2
     table5 = {(r.parties, r.beta) for r in gpu if r.layout == "table5"}
@@ -307,14 +308,6 @@ encodings = ["singularized"]
 
 # Names (with run keys) of runs of simulations/sweeps/digits-default.toml as computed before
 # encodings existed; a run key that changed would recompute every finished result.
-DIGITS_DEFAULT_NAMES_BEFORE_ENCODINGS = {
-    "fedprox-P5-b1-seed0-ea272f37a4",
-    "one-shot-mixup-once-P5-b1-seed0-8d06686de6",
-    "one-shot-mixup-once-P10-b0.1-rho0.1-seed0-82921a078d",
-    "one-shot-mixup-per-epoch-P10-b0.1-seed0-18e1d13e5f",
-    "fedprox-P10-b0.1-rho1-seed1-8afee065fd",
-    "one-shot-mixup-per-epoch-P10-b0.1-seed1-ae3b475fb6",
-}
 
 
 def test_one_shot_runs_expand_over_encodings_and_fedprox_does_not(tmp_path):
@@ -353,17 +346,15 @@ def test_encoding_is_set_by_the_sweep_and_checked_by_the_app(tmp_path, capsys):
     assert code == 2 and "public-fraction" in capsys.readouterr().err
 
 
-def test_digits_default_run_keys_are_unchanged_by_encodings():
+def test_default_variants_stay_out_of_run_keys_and_the_committed_results_are_the_shipped_sweep():
+    """Only a non-default encoding or defence enters a run config, so naming the default
+    explicitly never changes a run's key; the committed results are exactly the shipped sweep."""
     runs = expand_runs(load_sweep(DEFAULT_SWEEP))
     assert {r.encoding for r in runs if r.strategy == "one-shot-mixup"} == {"singularized"}
     assert all(r.encoding == "" for r in runs if r.strategy != "one-shot-mixup")
-    names = {r.name for r in runs}
-    assert DIGITS_DEFAULT_NAMES_BEFORE_ENCODINGS <= names
-    # The committed results were computed under these keys: every one of them must still be planned.
+    assert not any("encoding" in r.run_config or "defence" in r.run_config for r in runs)
     committed = ROOT / "simulations" / "results" / "digits-default" / "runs.csv"
-    if committed.exists():
-        assert {row["run_key"] for row in read_runs_csv(committed)} == {r.key for r in runs}
-
+    assert {row["run_key"] for row in read_runs_csv(committed)} == {r.key for r in runs}
 
 def test_shipped_instahide_sweep_pairs_the_encodings_on_the_same_partitions(tmp_path):
     spec = load_sweep(SWEEPS_DIR / "instahide-digits.toml")

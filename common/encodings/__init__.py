@@ -6,7 +6,7 @@ Adding an encoding: write one module with a subclass of :class:`Encoding` decora
 """
 
 from common.encodings.base import ENCODINGS, EncodedRows, Encoding, EncodingOutput, get_encoding
-from common.encodings import instahide, singularized  # noqa: F401 - registers the encodings
+from common.encodings import instahide, pooled, singularized  # noqa: F401 - registers the encodings
 
 DEFAULT_ENCODING = "singularized"
 

@@ -72,6 +72,9 @@ class Encoding(ABC):
     """Numeric figures a later (per-epoch) release must carry."""
     compares_absolute_values: ClassVar[bool] = False
     """The raw-row guard compares ``|x~|`` with ``|x|`` (an encoding with a sign mask)."""
+    releases_raw_rows: ClassVar[bool] = False
+    """The encoding uploads private rows on purpose (a no-protection reference point): the
+    client's raw-row guard stands aside, and every table says so."""
     has_calibrated_noise: ClassVar[bool] = False
     """Whether ``tau`` and ``noise-mode`` apply (tables print them only then)."""
 
