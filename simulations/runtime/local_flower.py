@@ -34,10 +34,18 @@ def flwr_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(env.get("FLWR_HOME", Path.home() / ".flwr")).expanduser()
 
 
-def flower_env(*, home: Path | None = None, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The current environment plus the variables a local simulation needs."""
+def flower_env(*, home: Path | None = None, extra: Mapping[str, str] | None = None,
+               app_dir: Path = PROJECT_ROOT) -> dict[str, str]:
+    """The current environment plus the variables a local simulation needs.
+
+    ``PYTHONPATH`` starts with ``app_dir``: the simulation runtime hands its own ``sys.path``
+    to the Ray workers that run the simulated parties, and those import the app's packages
+    from there, not from the installed app bundle; without this, a virtual environment whose
+    editable install points at another checkout would run the parties on that checkout's code.
+    """
     env = dict(os.environ)
     env.update(FLOWER_ENV)
+    env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
     if home is not None:
         env["FLWR_HOME"] = str(home)
     env.update(extra or {})
