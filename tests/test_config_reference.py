@@ -1,4 +1,4 @@
-"""Defaults are written once: RunConfig's fields. The README's key table is generated from
+"""Defaults are written once: RunConfig's fields. The key table in docs/run-config.md is generated from
 them and pyproject's [tool.flwr.app.config] must agree, key for key and type for type."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from common.config_reference import DOC_PATH, key_table, pyproject_defaults, tom
 
 def test_the_readme_key_table_is_the_generated_one():
     text = DOC_PATH.read_text(encoding="utf-8")
-    assert update(text) == text, "README key table is stale: run python -m common.config_reference --write"
+    assert update(text) == text, "key table in docs/run-config.md is stale: run python -m common.config_reference --write"
     assert key_table().count("\n| `") == len(RunConfig.model_fields)
 
 
