@@ -2,7 +2,8 @@
 
 This module owns ``accuracy_vs_beta.png`` (Table 5 layout), ``accuracy_vs_rho.png`` (Table 6
 layout) and ``fedprox_rounds.png`` (the iterative runs' test accuracy per round, read from
-their summaries, with the same cell's one-shot accuracy dashed). The plots are made of
+their summaries, with the same cell's one-shot accuracy as a marker beside the last round).
+Bars and bands are 95 % Student-t intervals over seeds (none with one seed). The plots are made of
 singularized mixup and the plain FL strategies alone: :func:`simulations.report.write_report`
 leaves comparator and defended runs out.
 """
@@ -40,7 +41,6 @@ from simulations.report.runs import (  # noqa: E402
     seeds,
     unique_by_run_key,
 )
-from simulations.report.spreads import seed_spread  # noqa: E402
 from simulations.report.text import knob, taus_text, texts  # noqa: E402
 
 __all__ = ["plot_accuracy_vs_knob", "plot_fl_rounds"]
@@ -59,15 +59,36 @@ def _arm_colour(arm_: tuple[str, str], *, fallback_index: int) -> str:
     return _ARM_COLOURS.get(arm_, f"C{4 + fallback_index % 6}")
 
 
+def _inputs_text(runs: Sequence[dict]) -> str:
+    backbones = {run["backbone"] for run in runs}
+    data = texts(run["dataset"] for run in runs)
+    return f"{data}, raw inputs" if backbones == {"none"} else f"{data}, frozen {texts(backbones)} features"
+
+
+def _spread_text(seed_count: int) -> str:
+    """What the bars or bands show: a 95 % interval over seeds, or nothing with one seed."""
+    return ("1 seed, no interval" if seed_count == 1
+            else f"{seed_count} seeds, mean and 95 % interval (Student's t)")
+
+
 def _plot_caption(runs: Sequence[dict]) -> str:
-    """Data set, backbone, release and noise modes and seed count, for a figure title."""
+    """Data set, inputs, release and noise modes, selection rule and seeds, for a figure title."""
     mixup_runs = [run for run in runs if run["strategy"] == MIXUP]
     releases = texts((run["release"] for run in mixup_runs), empty="n/a")
     noise = texts((run["noise_mode"] for run in mixup_runs), empty="n/a")
-    seed_list = seeds(runs)
-    return (f"{texts(run['dataset'] for run in runs)} ({texts(run['backbone'] for run in runs)} backbone); "
-            f"mixup release {releases}, noise {noise}, tau {taus_text(mixup_runs) if mixup_runs else 'n/a'}; "
-            f"{len(seed_list)} seed{'s' if len(seed_list) != 1 else ''}, mean ± std")
+    tau = taus_text(mixup_runs) if mixup_runs else "n/a"
+    nominal = " (nominal)" if any(run["noise_mode"] == "clamped" for run in mixup_runs) else ""
+    rules = texts(run["selection"] for run in runs)
+    return (f"{_inputs_text(runs)}; mixup release {releases}, noise {noise}, tau {tau}{nominal}; "
+            f"selection = {rules}; {_spread_text(len(seeds(runs)))}")
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95 % t interval (0 for one value)."""
+    from common.stats import t_interval
+
+    found = t_interval(values)
+    return found.mean, (found.half_width if found.n > 1 else 0.0)
 
 
 def _wrapped_title(*parts: str, width: float) -> str:
@@ -130,9 +151,11 @@ def plot_accuracy_vs_knob(runs: Sequence[dict], *, layout: str, path: Path, titl
             if not points:
                 continue
             xs = sorted(points)
-            spreads = [seed_spread(points[x]) for x in xs]
-            ax.errorbar(xs, [s.mean for s in spreads], yerr=[s.std for s in spreads], marker="o",
-                        capsize=3, color=_arm_colour(arm_, fallback_index=index), label=arm_label(arm_))
+            intervals = [_interval(points[x]) for x in xs]
+            # Arms side by side around each knob value, so that bars of close means stay apart.
+            shift = 1.0 + 0.04 * (index - (len(all_arms) - 1) / 2)
+            ax.errorbar([x * shift for x in xs], [m for m, _ in intervals], yerr=[h for _, h in intervals],
+                        marker="o", capsize=3, color=_arm_colour(arm_, fallback_index=index), label=arm_label(arm_))
         if show_paper:
             for arm_, paper_index in (((baseline_strategy(chosen) or "fedprox", ""), 0), ((MIXUP, "once"), 1)):
                 paper_points = []
@@ -207,6 +230,7 @@ def plot_fl_rounds(runs: Sequence[dict], *, path: Path, title: str) -> None:
             if run["table"] == block:
                 cells.setdefault((run["strategy"], *cell(run)), []).append(run)
         drawn = 0
+        one_shot_values: list[tuple[float, str]] = []
         for colour_index, (strategy, parties, beta, rho) in enumerate(
                 sorted(cells, key=lambda k: (*paper_order(k[1:]), k[0]))):
             members = cells[(strategy, parties, beta, rho)]
@@ -216,9 +240,9 @@ def plot_fl_rounds(runs: Sequence[dict], *, path: Path, title: str) -> None:
                 continue
             colour = f"C{colour_index % 10}"
             rounds = sorted({r for _, history in histories for r in history})
-            spreads = [seed_spread(history[r] for _, history in histories if r in history) for r in rounds]
-            means = [s.mean for s in spreads]
-            stds = [s.std for s in spreads]
+            intervals = [_interval([history[r] for _, history in histories if r in history]) for r in rounds]
+            means = [m for m, _ in intervals]
+            stds = [h for _, h in intervals]
             label = (f"{method_label(strategy)} P={parties}, β={knob(beta)}"
                      + (f", ρ={knob(rho)}" if rho != 1.0 or members[0]["layout"] == "table6" else "")
                      + f" ({len(histories)} seed{'s' if len(histories) != 1 else ''})")
@@ -236,7 +260,12 @@ def plot_fl_rounds(runs: Sequence[dict], *, path: Path, title: str) -> None:
                 once = [r["test_accuracy"] for r in layout_runs(runs, layout=members[0]["layout"])
                         if arm(r) == (MIXUP, "once") and cell(r) == (parties, beta, rho)]
             if once:
-                ax.axhline(statistics.fmean(once), color=colour, linestyle="--", linewidth=1.0)
+                # The one-shot model has no rounds: a marker beside the last round, its value
+                # written out, so that close values stay readable (no line on the panel border).
+                value = statistics.fmean(once)
+                ax.plot([rounds[-1] + 1.5 + 0.6 * drawn], [value], marker="D", markersize=6, color=colour,
+                        markeredgecolor="black", linestyle="none")
+                one_shot_values.append((value, colour))
             drawn += 1
         if not drawn:
             ax.text(0.5, 0.5, "no per-round history readable", ha="center", va="center", transform=ax.transAxes)
@@ -245,14 +274,18 @@ def plot_fl_rounds(runs: Sequence[dict], *, path: Path, title: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         handles, labels = ax.get_legend_handles_labels()
-        handles += [Line2D([], [], color="grey", linestyle="--"),
+        handles += [Line2D([], [], color="grey", marker="D", markeredgecolor="black", linestyle="none"),
                     Line2D([], [], color="grey", marker="v", linestyle="none")]
-        labels += ["singularized mixup, release once (same cell)", "round selected on validation (per run)"]
-        ax.legend(handles, labels, fontsize="x-small")
+        labels += ["singularized mixup, release once (same cell, same colour): "
+                   + ", ".join(f"{value:.1f}" for value, _ in one_shot_values),
+                   "reported round (per run; the selection rule in the title)"]
+        ax.legend(handles, labels, fontsize="x-small", loc="lower right")
+        low, high = ax.get_ylim()
+        ax.set_ylim(low - 0.02 * (high - low), high + 0.04 * (high - low))  # nothing on the border
     axes[0][0].set_ylabel(f"test accuracy on {texts(run['dataset'] for run in fl_runs)} (%)")
     caption = _plot_caption(fl_runs + [r for r in runs if r["strategy"] == MIXUP])
-    figure.suptitle(_wrapped_title(f"{title}: federated test accuracy per round (plotted only; rounds were chosen "
-                                   "on validation)", caption, width=width), fontsize="medium")
+    figure.suptitle(_wrapped_title(f"{title}: federated test accuracy per round (the test set only plots, it never "
+                                   "chooses)", caption, width=width), fontsize="medium")
     figure.tight_layout()
     figure.savefig(path, dpi=_PLOT_DPI)
     plt.close(figure)
