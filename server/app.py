@@ -28,7 +28,7 @@ from common.device import resolve_device
 from common.model import MixupClassifier
 from common.run_summary import RunSummary
 from common.training import evaluate
-from features.pipeline import describe_inputs, load_run_data, split_inputs
+from features.pipeline import describe_inputs, input_bounds, load_run_data, split_inputs
 from server.iterative import run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
@@ -67,6 +67,16 @@ def _test_evaluation(cfg: RunConfig, test_x: torch.Tensor, test_y: torch.Tensor,
     return evaluate_fn
 
 
+def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
+    """The largest ``|x|`` of the run's valid input range (public: the data set's range and
+    preprocessing), or ``None`` for backbone features, which have no public range."""
+    bounds = input_bounds(cfg, data)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    return float(max(torch.as_tensor(lo).abs().max(), torch.as_tensor(hi).abs().max()))
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     started, started_utc = time.perf_counter(), datetime.now(timezone.utc).isoformat()
@@ -92,7 +102,10 @@ def main(grid: Grid, context: Context) -> None:
             encoding=cfg.encoding_spec, model_fn=partial(MixupClassifier, norm=cfg.model_norm), release=cfg.release,
             central_epochs=cfg.central_epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             seed=cfg.seed, quorum=cfg.quorum, max_upload_bytes=int(cfg.max_upload_mb * 2**20),
-            upload_dtype=cfg.upload_dtype, selection=cfg.selection, selection_every=cfg.selection_every, device=device,
+            upload_dtype=cfg.upload_dtype, selection=cfg.selection, selection_every=cfg.selection_every,
+            value_bound=cfg.encoding_spec.input_bound(cfg, value_bound=_largest_input(cfg, data),
+                                                      dim=int(test_x[0].numel())),
+            device=device,
         )
         result = strategy.start(
             grid=metered, node_ids=node_ids, row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes,

@@ -9,6 +9,7 @@ parties and the summary lists every rejection.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -17,6 +18,21 @@ import numpy as np
 from common.encodings import Encoding
 
 __all__ = ["UploadCheck", "UploadRejected"]
+
+
+SERVER_FIELDS = frozenset({"node-id"})
+"""Summary fields the server fills itself; a party's metrics may never set them."""
+
+SIZE_RANGES: dict[str, tuple[float, float]] = {
+    "num-examples": (1, math.inf), "num-val": (0, math.inf), "epoch": (1, math.inf), "input-dim": (1, math.inf),
+    "num-classes": (2, math.inf), "partition-id": (0, math.inf),
+    "calibration-seconds": (0, math.inf), "mixing-seconds": (0, math.inf),
+}
+"""Ranges of the figures every release carries, whatever the encoding."""
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class UploadRejected(ValueError):
@@ -41,7 +57,11 @@ class UploadCheck:
         Largest accepted upload (all arrays of one reply).
     encoding : Encoding
         The run's one-shot encoding; its ``first_release_metrics`` / ``later_release_metrics``
-        say which figures a release must carry.
+        say which figures a release must carry, its ``metric_ranges`` where they must lie.
+    value_bound : float, optional
+        The largest ``|x~|`` a legitimate release can carry (:meth:`Encoding.input_bound`, from
+        the data set's valid range and the run's tau and alpha, never from the party's claims);
+        ``None`` where the inputs have no public range (backbone features).
     simplex_tolerance : float
         Allowed deviation of a soft-label row from the simplex (float32 rounding).
     """
@@ -53,6 +73,7 @@ class UploadCheck:
     max_bytes: int
     encoding: Encoding
     simplex_tolerance: float = 1e-4
+    value_bound: float | None = None
     seen_parties: set[int] = field(default_factory=set)
     seen_nodes: set[int] = field(default_factory=set)
 
@@ -78,10 +99,14 @@ class UploadCheck:
             raise UploadRejected(f"partition-id {pid!r} is not in [0, {self.num_partitions})")
         if pid in self.seen_parties or node_id in self.seen_nodes:
             raise UploadRejected(f"second upload from party {pid} / node {node_id} in this collection")
+        reserved = sorted(set(metrics) & SERVER_FIELDS)
+        if reserved:
+            raise UploadRejected(f"metrics may not set the server's own fields: {', '.join(reserved)}")
         wanted = self.encoding.first_release_metrics if with_validation else self.encoding.later_release_metrics
-        absent = [k for k in wanted if not isinstance(metrics.get(k), (int, float)) or isinstance(metrics.get(k), bool)]
+        absent = [k for k in wanted if not _is_number(metrics.get(k))]
         if absent:
             raise UploadRejected(f"metrics missing or not numbers: {', '.join(absent)}")
+        self._check_metric_values(metrics)
         total = sum(int(a.nbytes) for a in arrays.values())
         if total > self.max_bytes:
             raise UploadRejected(f"upload of {total} bytes is over the limit of {self.max_bytes} bytes")
@@ -96,6 +121,20 @@ class UploadCheck:
         self.seen_parties.add(pid)
         self.seen_nodes.add(node_id)
         return pid
+
+    def _check_metric_values(self, metrics: Mapping[str, object]) -> None:
+        """Every figure a number, never NaN, finite unless the encoding allows +inf for it, and
+        inside its declared range: a summary's statistics can never be poisoned or crash."""
+        ranges = {**SIZE_RANGES, **self.encoding.metric_ranges}
+        for key, value in metrics.items():
+            if not _is_number(value) or math.isnan(float(value)):
+                raise UploadRejected(f"metric {key} = {value!r} is not a number")
+            value = float(value)
+            if math.isinf(value) and not (value > 0 and key in self.encoding.infinite_metrics):
+                raise UploadRejected(f"metric {key} = {value} is not finite")
+            low, high = ranges.get(key, (-math.inf, math.inf))
+            if not low <= value <= high:
+                raise UploadRejected(f"metric {key} = {value:g} is outside [{low:g}, {high:g}]")
 
     def _check_part(self, x: np.ndarray, y: np.ndarray, count: object, x_key: str, y_key: str, count_key: str) -> None:
         if x.dtype != np.dtype(self.input_dtype):
@@ -112,6 +151,14 @@ class UploadCheck:
             raise UploadRejected(f"{count_key} = {count!r} but {x_key} has {x.shape[0]} rows")
         if not np.isfinite(x).all():
             raise UploadRejected(f"{x_key} holds NaN or inf")
+        if self.value_bound is not None:
+            peak = float(np.abs(x).max())
+            # float16 rounds to about 1e-3 relative; float32 to about 1e-7.
+            slack = 1e-3 if x.dtype == np.float16 else 1e-5
+            if peak > self.value_bound * (1 + slack) + slack:
+                raise UploadRejected(
+                    f"{x_key} reaches |x| = {peak:.4g}, above the {self.value_bound:.4g} a valid release of this run can "
+                    "carry (the data's valid range and Theorem 2's largest radius at the run's tau and alpha)")
         if not np.isfinite(y).all():
             raise UploadRejected(f"{y_key} holds NaN or inf")
         if (y < -self.simplex_tolerance).any() or np.abs(y.sum(axis=1, dtype=np.float64) - 1).max() > self.simplex_tolerance:

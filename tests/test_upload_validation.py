@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
@@ -204,3 +205,61 @@ def test_instahide_uploads_carry_their_own_figures():
         _check().check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True)
     with pytest.raises(UploadRejected, match="instahide-k"):
         _check(encoding=INSTAHIDE).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"radius": float("inf")}, "metric radius = inf is not finite"),
+        ({"radius": float("nan")}, "metric radius = nan is not a number"),
+        ({"radius": -1.0}, "metric radius = -1 is outside [0, inf]"),
+        ({"reid-rate": 1.5}, "metric reid-rate = 1.5 is outside [0, 1]"),
+        ({"node-id": 1.0}, "metrics may not set the server's own fields: node-id"),
+        ({"snr-pc1": float("inf")}, "metric snr-pc1 = inf is not finite"),
+    ],
+)
+def test_a_party_cannot_poison_the_summary_with_its_figures(changes, reason):
+    arrays, metrics = _release()
+    metrics.update(changes)
+    with pytest.raises(UploadRejected, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        _check().check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
+
+
+def test_a_void_bound_may_be_infinite_and_a_huge_value_is_refused_by_the_public_bound():
+    arrays, metrics = _release()
+    metrics["snr-bound-pc1"] = float("inf")  # no noise at tau >= alpha^2 / (1 - alpha)^2: the bound is void
+    assert _check(value_bound=1.0).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True) == 0
+    poisoned, metrics = _release()
+    poisoned["x"][0, 0] = 1e30
+    with pytest.raises(UploadRejected, match="above the 1 a valid release"):
+        _check(value_bound=1.0).check(node_id=2, arrays=poisoned, metrics=metrics, with_validation=True)
+
+
+def test_the_public_bound_follows_theorem_2_and_never_the_partys_claims():
+    """Clamped: the valid range; strict: max|x| (1 + alpha sqrt(d' bracket d)), the largest
+    radius Theorem 2 can give in any valid box (V <= d max|x|^2 by Popoviciu)."""
+    import math
+
+    from common.config import parse_run_config
+
+    assert SINGULARIZED.input_bound(parse_run_config({}), value_bound=1.0, dim=64) == 1.0
+    strict = parse_run_config({"noise-mode": "strict", "tau": 1.0})
+    bracket = 0.7**2 / 0.3**2 - 1
+    assert SINGULARIZED.input_bound(strict, value_bound=1.0, dim=64) == pytest.approx(1 + 0.7 * math.sqrt(64 * bracket * 64))
+    assert SINGULARIZED.input_bound(strict, value_bound=None, dim=64) is None  # features: no public range
+    assert INSTAHIDE.input_bound(strict, value_bound=2.5, dim=64) == 2.5
+
+
+@pytest.mark.parametrize("config", [{"noise-mode": "strict"}, {"noise-mode": "strict", "tau": 3.0}, {}])
+def test_real_releases_stay_inside_the_public_bound(config):
+    from client.party import load_party
+    from client.release import make_release
+    from common.config import parse_run_config
+
+    cfg = parse_run_config(config)
+    party = load_party(cfg, 1, 5)
+    made = make_release(cfg, party, device=torch.device("cpu"))
+    bound = SINGULARIZED.input_bound(cfg, value_bound=1.0, dim=64)
+    assert float(made.train.x.abs().max()) <= bound
+    if cfg.noise_mode == "strict":  # the bound is not vacuous: the noise reaches a sizeable share of it
+        assert float(made.train.x.abs().max()) > 0.01 * bound

@@ -70,6 +70,12 @@ class Encoding(ABC):
     """Numeric figures every first release must carry (the summary aggregates them)."""
     later_release_metrics: ClassVar[tuple[str, ...]] = ()
     """Numeric figures a later (per-epoch) release must carry."""
+    metric_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {}
+    """``name -> (low, high)`` every figure of this encoding must lie in (checked by the server
+    before anything is used; ``high = inf`` admits only finite values unless the name is in
+    :attr:`infinite_metrics`)."""
+    infinite_metrics: ClassVar[frozenset[str]] = frozenset()
+    """Figures that may legitimately be +inf (a bound that is void when the noise is zero)."""
     compares_absolute_values: ClassVar[bool] = False
     """The raw-row guard compares ``|x~|`` with ``|x|`` (an encoding with a sign mask)."""
     releases_raw_rows: ClassVar[bool] = False
@@ -80,6 +86,13 @@ class Encoding(ABC):
 
     def check_config(self, cfg: RunConfig) -> None:
         """Refuse settings this encoding cannot run with: raise ``ValueError("key: why")``."""
+
+    def input_bound(self, cfg: RunConfig, *, value_bound: float | None, dim: int) -> float | None:
+        """The largest ``|x~|`` a legitimate release can carry, from public facts only: the
+        largest ``|x|`` of the data's valid range (``value_bound``; ``None`` when the inputs
+        have no public range, e.g. backbone features) and the row dimension. ``None``: no
+        bound. A party's own claims (its radius, say) never enter."""
+        return value_bound
 
     @abstractmethod
     def encode(

@@ -11,6 +11,7 @@ cluster on.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,9 @@ class InstaHide(Encoding):
     compares_absolute_values = True
     first_release_metrics = ("instahide-k", "instahide-k-private", "public-pool-size", "reid-rate")
     later_release_metrics = ("instahide-k",)
+    metric_ranges = {"instahide-k": (1, 1024), "instahide-k-private": (1, 1024), "public-pool-size": (0, math.inf),
+                     "reid-rate": (0.0, 1.0)}
+    # Weights on the simplex and a sign mask: |x~| never exceeds the valid range's largest |x|.
 
     def check_config(self, cfg: RunConfig) -> None:
         if cfg.instahide_k_private > cfg.instahide_k:

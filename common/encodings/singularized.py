@@ -19,6 +19,7 @@ the SNR each party measures on its own release says what was exposed.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -149,6 +150,28 @@ class SingularizedMixup(Encoding):
         "radius", "image-radius", "noise-multiplier", *SNR_METRICS, "reid-rate", *THEOREM1_METRICS,
     )
     later_release_metrics = ("radius",)
+    metric_ranges = {
+        "radius": (0.0, math.inf), "image-radius": (0.0, math.inf), "noise-multiplier": (0.0, math.inf),
+        "snr-pc1": (0.0, math.inf), "snr-bound-pc1": (0.0, math.inf), "snr-random": (0.0, math.inf),
+        "snr-bound-random": (0.0, math.inf), "reid-rate": (0.0, 1.0), "theorem1-mse-min": (0.0, math.inf),
+        "theorem1-relative-min": (0.0, math.inf), "theorem1-relative-median": (0.0, math.inf),
+    }
+    # With no noise (tau at or above alpha^2 / (1 - alpha)^2) Theorem 2's bound is void: inf.
+    infinite_metrics = frozenset({"snr-bound-pc1", "snr-bound-random"})
+
+    def input_bound(self, cfg: RunConfig, *, value_bound: float | None, dim: int) -> float | None:
+        """Clamped: the partner is clipped to the valid range, so ``|x~| <= max |x|``. Strict:
+        ``x~ = w1 x_i + w2 (x_j + e)`` with ``w2 <= alpha`` and ``||e|| = r``; Theorem 2 gives
+        ``r = m_f D = sqrt(d' (alpha^2 / (tau (1-alpha)^2) - 1) V)`` (``d' = d`` for the paper's
+        formula, 1 for the authors' code), and ``V <= d (max |x|)^2`` in any valid box, so
+        ``|x~| <= max |x| + alpha sqrt(d' bracket d) max |x|``. Features: no public range."""
+        if value_bound is None:
+            return None
+        if cfg.clamp_partner:
+            return value_bound
+        bracket = max(0.0, cfg.alpha ** 2 / (cfg.tau * (1 - cfg.alpha) ** 2) - 1)
+        scale = dim if cfg.mf_formula == "paper" else 1
+        return value_bound * (1 + cfg.alpha * math.sqrt(scale * bracket * dim))
 
     def encode(
         self, cfg: RunConfig, party: PartyData, *, device: torch.device, epoch: int, with_validation: bool

@@ -97,6 +97,9 @@ class OneShot:
         parties' clean validation parts, asked in one extra message per party after training;
         or the epoch with the lowest loss on the mixed validation releases uploaded with the
         first release (the only rule that makes parties release their validation part).
+    value_bound : float, optional
+        The largest ``|x~|`` a valid upload can carry (public facts only; see
+        :meth:`common.encodings.Encoding.input_bound`); ``None``: no bound.
     device : torch.device
         Where the union lives and the model trains.
     """
@@ -104,13 +107,15 @@ class OneShot:
     def __init__(self, *, encoding: Encoding, model_fn: Callable[[int, int], nn.Module], release: str = "once",
                  central_epochs: int = 100, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, quorum: int = 2, max_upload_bytes: int = 2**31, upload_dtype: str = "float32",
-                 selection: str = "last", selection_every: int = 5, device: torch.device | str = "cpu") -> None:
+                 selection: str = "last", selection_every: int = 5, value_bound: float | None = None,
+                 device: torch.device | str = "cpu") -> None:
         if release not in ("once", "per-epoch"):
             raise ValueError(f"release must be 'once' or 'per-epoch', got {release!r}")
         if selection not in SELECTED_BY:
             raise ValueError(f"selection must be one of {sorted(SELECTED_BY)}, got {selection!r}")
         self.selection = selection
         self.selection_every = selection_every
+        self.value_bound = value_bound
         self.encoding = encoding
         self.model_fn = model_fn
         self.release = release
@@ -153,7 +158,8 @@ class OneShot:
 
         def check() -> UploadCheck:  # one per collection: a party uploads once per query
             return UploadCheck(row_shape=tuple(row_shape), num_classes=num_classes, input_dtype=self.upload_dtype,
-                               num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding)
+                               num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding,
+                               value_bound=self.value_bound)
 
         probe = MemoryProbe(self.device).start()
         first = self._collect(grid, node_ids, epoch=1, check=check(), timeout=timeout)
