@@ -13,10 +13,18 @@
 
 The handlers are plain functions of ``(msg, context)`` so that another ClientApp (the
 tests' fault-injecting one, say) can wrap them.
+
+A simulation worker serves many parties: the parsed run config, each party's data
+(:mod:`client.party`) and the classifier are built once per worker and reused; each message
+only loads the received weights into the model, in place, from the message's buffers.
 """
 
 from __future__ import annotations
 
+import warnings
+from functools import lru_cache
+
+import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -27,6 +35,7 @@ from common.config import RunConfig, parse_run_config
 from common.defences import local_update
 from common.device import resolve_device
 from common.model import MixupClassifier
+from common.npy import npy_view
 from common.seeds import Stream, derive_seed
 from common.training import CentralTrainer, cosine_lr, evaluate as evaluate_model
 
@@ -38,8 +47,23 @@ torch.set_num_threads(1)
 app = ClientApp()
 
 
+@lru_cache(maxsize=8)
+def _parsed(items: tuple) -> RunConfig:
+    return parse_run_config(dict(items))
+
+
+def run_config_of(context: Context) -> RunConfig:
+    """The run config of ``context``, parsed once per worker and run config."""
+    try:
+        key = tuple(sorted(context.run_config.items()))
+        hash(key)
+    except TypeError:  # an unhashable value: parse every time (validation reports it)
+        return parse_run_config(context.run_config)
+    return _parsed(key)
+
+
 def _party(context: Context) -> tuple[RunConfig, PartyData]:
-    cfg = parse_run_config(context.run_config)
+    cfg = run_config_of(context)
     pid = int(context.node_config["partition-id"])
     num = int(context.node_config["num-partitions"])
     return cfg, load_party(cfg, pid, num)
@@ -77,10 +101,51 @@ def query(msg: Message, context: Context) -> Message:
     return Message(content, reply_to=msg)
 
 
-def _model(cfg: RunConfig, party: PartyData, arrays: ArrayRecord) -> MixupClassifier:
-    model = MixupClassifier(in_dim=int(party.train_x[0].numel()), num_classes=party.num_classes, norm=cfg.model_norm)
-    model.load_state_dict(arrays.to_torch_state_dict())
-    return model.to(resolve_device(cfg.device))
+_MODELS: dict[tuple, MixupClassifier] = {}
+
+
+def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
+    """Copy ``arrays`` into ``model``'s parameters and buffers in place (``load_state_dict``
+    with ``strict = True``), reading each array from the message's buffer without an
+    intermediate copy."""
+    state = model.state_dict()
+    if set(arrays.keys()) != set(state):
+        missing, unexpected = sorted(set(state) - set(arrays.keys())), sorted(set(arrays.keys()) - set(state))
+        raise KeyError(f"received weights do not fit the model: missing {missing}, unexpected {unexpected}")
+    with torch.no_grad():
+        for key, target in state.items():
+            try:
+                source = npy_view(arrays[key].data)
+            except ValueError:
+                source = arrays[key].numpy()
+            if tuple(source.shape) != tuple(target.shape):
+                raise ValueError(f"{key}: received shape {tuple(source.shape)}, model has {tuple(target.shape)}")
+            if target.device.type == "cpu":
+                np.copyto(target.numpy(), source, casting="same_kind")
+            else:
+                with warnings.catch_warnings():  # read-only view: copied to the device at once
+                    warnings.simplefilter("ignore", UserWarning)
+                    target.copy_(torch.from_numpy(source))
+
+
+def _model(cfg: RunConfig, party: PartyData, arrays: ArrayRecord, *, reuse: bool = True) -> MixupClassifier:
+    """The run's classifier holding ``arrays``. With ``reuse`` one model per worker and shape
+    is kept and overwritten (every parameter and buffer is loaded; the optimiser is the
+    caller's); a defence that wraps or hooks the model gets a fresh one."""
+    device = resolve_device(cfg.device)
+    key = (int(party.train_x[0].numel()), party.num_classes, cfg.model_norm, str(device))
+    model = _MODELS.get(key) if reuse else None
+    if model is None:
+        model = MixupClassifier(in_dim=key[0], num_classes=key[1], norm=cfg.model_norm).to(device)
+        if reuse:
+            _MODELS[key] = model
+    load_arrays(model, arrays)
+    return model
+
+
+def _state(model: torch.nn.Module) -> ArrayRecord:
+    """The model's weights as a reply record (one serialisation; the model stays where it is)."""
+    return ArrayRecord({k: v.detach() for k, v in model.state_dict().items()})
 
 
 def _train_alone(cfg: RunConfig, party: PartyData, model: MixupClassifier, epochs: int) -> None:
@@ -105,12 +170,12 @@ def train(msg: Message, context: Context) -> Message:
             torch.manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.DROPOUT, 0))
             _train_alone(cfg, party, model, int(config["epochs"]))
         metrics = {"num-examples": int(party.train_x.shape[0]), "partition-id": party.partition_id}
-        content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": MetricRecord(metrics)})
+        content = RecordDict({"arrays": _state(model), "metrics": MetricRecord(metrics)})
         return Message(content, reply_to=msg)
     server_round = int(config["server-round"])
     mu = float(config.get("proximal-mu", 0.0))  # FedAvg sends none
     lr = cosine_lr(cfg.lr, server_round - 1, cfg.num_rounds)
-    model = _model(cfg, party, msg.content["arrays"])
+    model = _model(cfg, party, msg.content["arrays"], reuse=cfg.defence_spec.plain)
     generator = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.TRAIN, server_round))
     # Dropout draws from the global generator: seed it per party and round, so that the update
     # does not depend on which simulated parties shared this worker before (reruns are exact).
@@ -121,7 +186,7 @@ def train(msg: Message, context: Context) -> Message:
     metrics = {"num-examples": int(party.train_x.shape[0]), "partition-id": party.partition_id, **update.metrics}
     if update.train_loss is not None:  # DP-Mix keeps its unprivatised loss to itself
         metrics["train-loss"] = update.train_loss
-    content = RecordDict({"arrays": ArrayRecord(model.cpu().state_dict()), "metrics": MetricRecord(metrics)})
+    content = RecordDict({"arrays": _state(model), "metrics": MetricRecord(metrics)})
     return Message(content, reply_to=msg)
 
 

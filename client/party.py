@@ -3,10 +3,21 @@ part it trains on (or mixes) and the part it holds out for model selection.
 
 The partition comes from the run config's ``partitioner`` (:mod:`common.partition`); the
 result is a :class:`common.party.PartyData`, the only thing encodings and defences see.
+
+A simulation worker (one Ray actor) serves many parties, one message at a time, in whatever
+order the runtime hands them out. Each party is built once per worker and run config and kept
+(:class:`PartyCache`), whatever the number of parties: a round at P = 100 on two workers then
+rebuilds nothing. The cache holds at most ``MIXUPFL_PARTY_CACHE_MB`` (default 4096) MiB of
+party tensors per process; past that the least recently used parties are rebuilt when asked
+again (backbone features of a full-size data set, say). The split of the data set into
+partitions is computed once per run config and party count, not once per party.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import Counter, OrderedDict
 from functools import lru_cache, partial
 
 import numpy as np
@@ -18,7 +29,9 @@ from common.party import PartyData
 from common.seeds import Stream, derive_seed
 from features.pipeline import BackboneImageSpace, input_bounds, load_run_data, preprocessing_for, split_inputs
 
-__all__ = ["PartyData", "load_party", "load_public_pool", "partition_indices", "private_pool", "public_indices"]
+__all__ = [
+    "PartyCache", "PartyData", "load_party", "load_public_pool", "partition_indices", "private_pool", "public_indices",
+]
 
 
 def public_indices(cfg: RunConfig, num_train: int) -> np.ndarray:
@@ -45,19 +58,23 @@ def partition_indices(cfg: RunConfig, labels: np.ndarray, num_partitions: int) -
     return cfg.partitioner_spec.split(labels, num_parties=num_partitions, cfg=cfg)
 
 
-@lru_cache(maxsize=8)
-def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyData:
-    """Build party ``partition_id`` of ``num_partitions``; cached per simulation worker."""
-    if not 0 <= partition_id < num_partitions:
-        raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
+@lru_cache(maxsize=4)
+def _partitions(cfg: RunConfig, num_partitions: int) -> tuple[np.ndarray, ...]:
+    """Every party's rows of the training split (indices into it), for one run config and
+    party count: the partitioner runs once, not once per party."""
     cfg.partitioner_spec.check_parties(cfg, num_partitions)
-    data = load_run_data(cfg)
-    labels = data.train_y.numpy()
+    labels = load_run_data(cfg).train_y.numpy()
     if cfg.public_fraction > 0:  # partition what is left after the public pool
         pool = private_pool(cfg, labels.size)
-        idx = pool[partition_indices(cfg, labels[pool], num_partitions)[partition_id]]
-    else:
-        idx = partition_indices(cfg, labels, num_partitions)[partition_id]
+        return tuple(pool[idx] for idx in partition_indices(cfg, labels[pool], num_partitions))
+    return tuple(partition_indices(cfg, labels, num_partitions))
+
+
+def _build_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyData:
+    if not 0 <= partition_id < num_partitions:
+        raise ValueError(f"partition-id {partition_id} outside [0, {num_partitions})")
+    data = load_run_data(cfg)
+    idx = _partitions(cfg, num_partitions)[partition_id]
     rng = np.random.default_rng(derive_seed(cfg.seed, partition_id, Stream.SPLIT))
     idx = rng.permutation(idx)
     n_val = max(2, int(round(cfg.val_fraction * idx.size)))
@@ -80,6 +97,74 @@ def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyD
         image_space=BackboneImageSpace(cfg, data) if cfg.uses_backbone else None,
         public_pool=partial(load_public_pool, cfg) if cfg.public_fraction > 0 else None,
     )
+
+
+def _party_bytes(party: PartyData) -> int:
+    tensors = (party.train_x, party.train_y, party.val_x, party.val_y, party.train_images)
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class PartyCache:
+    """Parties built in this process, least recently used first out past ``max_bytes``.
+
+    ``builds`` counts constructions per ``(partition id, party count)``: with a large enough
+    budget, a worker builds each party of a run config once.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._parties: OrderedDict[tuple, tuple[PartyData, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.builds: Counter = Counter()
+        self.hits = 0
+
+    def get(self, cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyData:
+        key = (cfg, partition_id, num_partitions)
+        with self._lock:
+            if key in self._parties:
+                self._parties.move_to_end(key)
+                self.hits += 1
+                return self._parties[key][0]
+        party = _build_party(cfg, partition_id, num_partitions)
+        size = _party_bytes(party)
+        with self._lock:
+            self.builds[(partition_id, num_partitions)] += 1
+            if key not in self._parties:
+                self._parties[key] = (party, size)
+                self._bytes += size
+            while self._bytes > self.max_bytes and len(self._parties) > 1:
+                _, (_, dropped) = self._parties.popitem(last=False)
+                self._bytes -= dropped
+        return party
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._parties)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parties.clear()
+            self._bytes = 0
+            self.builds.clear()
+            self.hits = 0
+        _partitions.cache_clear()
+
+
+PARTIES = PartyCache(max_bytes=int(float(os.environ.get("MIXUPFL_PARTY_CACHE_MB", "4096")) * 2**20))
+"""This process's parties (a simulation worker keeps every party it has served)."""
+
+
+def load_party(cfg: RunConfig, partition_id: int, num_partitions: int) -> PartyData:
+    """Party ``partition_id`` of ``num_partitions``, built once per process and run config
+    (:data:`PARTIES`); callers share the object and must not modify its tensors."""
+    return PARTIES.get(cfg, partition_id, num_partitions)
+
+
+load_party.cache_clear = PARTIES.clear  # type: ignore[attr-defined]  # the functools-style reset callers use
 
 
 DIGITS_IMAGE_SHAPE = (1, 8, 8)

@@ -55,7 +55,7 @@ def make_release(
         "num-val": int(out.val.x.shape[0]) if out.val is not None else 0,
         "input-dim": int(out.train.x[0].numel()),
         "num-classes": party.num_classes,
-        **out.metrics,
+        **encoding.party_metrics(cfg, out.metrics),
         "mixing-seconds": time.perf_counter() - started,
     }
     return PartyRelease(train=out.train, val=out.val, metrics=metrics)

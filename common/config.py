@@ -128,7 +128,8 @@ class RunConfig(BaseModel):
             'exposed `central-epochs` times (the summary reports it)'
         ),
     )
-    central_epochs: int = Field(100, ge=1, description="epochs of the server's training on the union (one-shot)")
+    central_epochs: int = Field(100, ge=1, le=10_000,
+                                description="epochs of the server's training on the union (one-shot), at most 10,000")
     encoding: str = Field(
         "singularized", description=(
             'one-shot only. `"singularized"`: Algorithm 1 (two private samples, noisy partner). `"instahide"`: '
@@ -198,8 +199,18 @@ class RunConfig(BaseModel):
     )
 
     # Iterative federated learning.
-    num_rounds: int = Field(50, ge=1, description='FedProx/FedAvg rounds')
-    local_epochs: int = Field(1, ge=1, description='local epochs per round')
+    num_rounds: int = Field(50, ge=1, le=10_000, description='FedProx/FedAvg rounds, at most 10,000')
+    local_epochs: int = Field(1, ge=1, le=1_000, description='local epochs per round, at most 1,000')
+    aggregation: Literal["mean", "median", "trimmed-mean", "krum"] = Field(
+        "mean", description=(
+            'FedProx/FedAvg: how the server combines the parties\' models. `"mean"`: the size-weighted mean '
+            '(FedAvg); `"median"`, `"trimmed-mean"` (`trim-fraction` cut at each end) and `"krum"` (Blanchard et '
+            'al. 2017, `krum-malicious` assumed hostile parties) are Flower\'s robust aggregators; with a robust '
+            'rule the FedProx proximal term stays on the parties'
+        )
+    )
+    trim_fraction: float = Field(0.2, ge=0, lt=0.5, description='trimmed-mean: share of models cut at each end')
+    krum_malicious: int = Field(0, ge=0, description='krum: number of parties assumed hostile')
     proximal_mu: float = Field(1e-3, ge=0, description="FedProx's mu")
 
     # Client-side defences of the iterative strategies (Fed-AugMix, DP-Mix).
@@ -274,7 +285,16 @@ class RunConfig(BaseModel):
         description='absolute folder for run summaries (`~` allowed; the ServerApp does not run in the project folder)',
         validate_default=True,  # expand the default's ~ too
     )
-    run_name: str = Field("", description='file name of the summary; empty = strategy, data, parties, beta, seed and time')
+    run_name: str = Field("", max_length=200,
+                          description='file name of the summary; empty = strategy, data, parties, beta, seed and time')
+    party_figures: Literal["coarse", "exact"] = Field(
+        "coarse", description=(
+            'what a party tells the server about its own release. `"coarse"`: the measured SNR and '
+            're-identification rate rounded to two significant digits and Theorem 1\'s bound as a power of ten; '
+            'the statistics of its private data (Theorem 2\'s V, D, c, the radius and noise multiplier derived '
+            'from them) stay at the party. `"exact"`: every figure, for simulation studies that need them centrally'
+        )
+    )
 
     @field_validator("output_dir", "feature_cache_dir")
     @classmethod
@@ -343,6 +363,8 @@ class RunConfig(BaseModel):
         if self.selection == "mixed-validation" and self.strategy != "one-shot-mixup":
             raise ValueError("selection: 'mixed-validation' exists for one-shot runs only (FedProx/FedAvg have no "
                              "mixed releases); use 'last' or 'validation', the same rule as the runs compared")
+        if self.aggregation != "mean" and self.strategy not in ("fedprox", "fedavg"):
+            raise ValueError("aggregation: only used with strategy = 'fedprox' or 'fedavg'; leave it at 'mean'")
         if self.defence != DEFAULT_DEFENCE and self.strategy in ("one-shot-mixup", "local-only"):
             raise ValueError(f"defence: only used with strategy = 'fedprox' or 'fedavg'; leave it at '{DEFAULT_DEFENCE}'")
         # Each variant refuses the settings it cannot run with (its message starts with the key).

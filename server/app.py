@@ -11,17 +11,21 @@ and logs a short table.
 
 from __future__ import annotations
 
-import logging
-import platform
 import time
-from datetime import datetime, timezone
-from functools import partial
-from pathlib import Path
 
-import flwr
-import torch
-from flwr.app import ArrayRecord, Context, MetricRecord
-from flwr.serverapp import Grid, ServerApp
+IMPORTED = time.time()  # the start-up timeline of a run (logged at the end) begins here
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+from functools import partial  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import flwr  # noqa: E402
+import torch  # noqa: E402
+from flwr.app import ArrayRecord, Context, MetricRecord  # noqa: E402
+from flwr.serverapp import Grid, ServerApp  # noqa: E402
 
 from common.config import ConfigError, RunConfig, parse_run_config
 from common.device import resolve_device
@@ -79,7 +83,7 @@ def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    started, started_utc = time.perf_counter(), datetime.now(timezone.utc).isoformat()
+    started, started_utc, main_started = time.perf_counter(), datetime.now(timezone.utc).isoformat(), time.time()
     try:
         cfg = parse_run_config(context.run_config)
     except ConfigError as err:
@@ -95,6 +99,7 @@ def main(grid: Grid, context: Context) -> None:
     metered = MeteredGrid(grid)
     node_ids = wait_for_nodes(metered, expected=cfg.expected_parties, quorum=cfg.quorum,
                               timeout=cfg.connect_timeout if cfg.expected_parties else cfg.round_timeout)
+    nodes_ready = time.time()
     log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
     evaluate_fn = _test_evaluation(cfg, test_x, test_y, data.num_classes, device)
     if cfg.strategy == "one-shot-mixup":
@@ -105,7 +110,7 @@ def main(grid: Grid, context: Context) -> None:
             upload_dtype=cfg.upload_dtype, selection=cfg.selection, selection_every=cfg.selection_every,
             value_bound=cfg.encoding_spec.input_bound(cfg, value_bound=_largest_input(cfg, data),
                                                       dim=int(test_x[0].numel())),
-            device=device,
+            party_figures=cfg.party_figures, device=device,
         )
         result = strategy.start(
             grid=metered, node_ids=node_ids, row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes,
@@ -146,3 +151,7 @@ def main(grid: Grid, context: Context) -> None:
     for line in table_lines(summary):
         log.info(line)
     log.info("summary written to %s", path)
+    # Where a run's start-up went (unix seconds; benchmarks/flower_overhead.py reads this line).
+    log.info("timeline %s", json.dumps({
+        "serverapp_imported": IMPORTED, "main_started": main_started, "nodes_ready": nodes_ready,
+        "first_push": metered.first_push_time, "first_reply": metered.first_reply_time, "finished": time.time()}))

@@ -76,7 +76,8 @@ def collect_releases(
             _reject(collected, node=node, pid=None, epoch=epoch, reason=f"unreadable reply: {err}")
             continue
         try:
-            pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation)
+            pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation,
+                              first=epoch == 1)
         except UploadRejected as err:
             _reject(collected, node=node, pid=metrics.get("partition-id"), epoch=epoch, reason=str(err))
             continue

@@ -53,7 +53,9 @@ def run_iterative(
     validation part and the reported model is the round with the lowest size-weighted
     validation loss; with ``"last"`` no evaluate message is sent and the last round's model is
     reported. Per-party figures the defence marks as extremes (a DP-Mix party's
-    ``dp-epsilon``) are kept as max and min.
+    ``dp-epsilon``) are kept as max and min. Each history row carries ``end_seconds``: when
+    that round's global model was ready (seconds since the strategy started), so that a
+    round's marginal cost can be read without the start-up.
     """
     torch.manual_seed(cfg.seed)
     model = MixupClassifier(in_dim=in_dim, num_classes=num_classes, norm=cfg.model_norm)
@@ -71,9 +73,15 @@ def run_iterative(
         strategy = cls(proximal_mu=cfg.proximal_mu, **common)
     else:
         strategy = (ValidationSelectingFedAvg if validating else OrderedFedAvg)(**common)
+    ends: dict[int, float] = {}
+
+    def timed_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        ends[server_round] = time.perf_counter() - started  # Flower calls it once a round's model is ready
+        return evaluate_fn(server_round, arrays)
+
     started = time.perf_counter()
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.num_rounds,
-                            timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
+                            timeout=cfg.round_timeout, evaluate_fn=timed_evaluate)
     seconds = time.perf_counter() - started
     history = []
     for rnd in range(1, cfg.num_rounds + 1):
@@ -82,6 +90,8 @@ def run_iterative(
                        result.evaluate_metrics_serverapp):
             if rnd in source:
                 row.update({k.replace("-", "_"): float(v) for k, v in source[rnd].items()})
+        if rnd in ends:
+            row["end_seconds"] = ends[rnd]
         history.append(row)
     selected = (strategy.selected if validating
                 else SelectedModel(server_round=cfg.num_rounds, val_loss=float("nan"), arrays=result.arrays))

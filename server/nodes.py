@@ -7,19 +7,39 @@ import time
 
 from flwr.serverapp import Grid
 
-__all__ = ["wait_for_nodes"]
+__all__ = ["SIMULATION_SETTLE", "is_simulation", "wait_for_nodes"]
+
+SIMULATION_SETTLE = 0.5
+"""Seconds the node count must stay unchanged in simulation: the runtime registers every
+simulated node in one loop at start (milliseconds), so the deployment's 2 s are not needed."""
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
 
 
-def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, settle: float = 2.0) -> list[int]:
+def is_simulation(grid: Grid) -> bool:
+    """Whether ``grid`` (or the grid it wraps) is Flower's in-process simulation grid."""
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    seen = 0
+    while grid is not None and seen < 8:
+        if isinstance(grid, InMemoryGrid):
+            return True
+        grid, seen = getattr(grid, "_grid", None), seen + 1
+    return False
+
+
+def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, settle: float | None = None,
+                   poll: float = 0.05) -> list[int]:
     """Node ids to run with.
 
     ``expected = 0`` (simulation): once at least ``quorum`` nodes are connected and the count
-    has not changed for ``settle`` seconds (simulated nodes all register at start).
+    has not changed for ``settle`` seconds (simulated nodes all register at start; default
+    :data:`SIMULATION_SETTLE` on the simulation grid, 2 s otherwise).
     ``expected > 0`` (deployment): as soon as ``expected`` nodes are connected; after
     ``timeout`` seconds, with those connected if they reach ``quorum``, else the run fails.
     """
+    if settle is None:
+        settle = SIMULATION_SETTLE if is_simulation(grid) else 2.0
     deadline = time.monotonic() + timeout
     last, stable_since = -1, time.monotonic()
     while True:
@@ -38,4 +58,4 @@ def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, se
                             len(ids), expected, timeout, quorum)
                 return ids
             raise RuntimeError(f"only {len(ids)} node(s) connected after {timeout:.0f} s; quorum is {quorum}")
-        time.sleep(0.2)
+        time.sleep(poll)

@@ -58,6 +58,8 @@ class UploadCheck:
     encoding : Encoding
         The run's one-shot encoding; its ``first_release_metrics`` / ``later_release_metrics``
         say which figures a release must carry, its ``metric_ranges`` where they must lie.
+    party_figures : {"coarse", "exact"}
+        The run's ``party-figures``: which figures the encoding requires.
     value_bound : float, optional
         The largest ``|x~|`` a legitimate release can carry (:meth:`Encoding.input_bound`, from
         the data set's valid range and the run's tau and alpha, never from the party's claims);
@@ -74,6 +76,7 @@ class UploadCheck:
     encoding: Encoding
     simplex_tolerance: float = 1e-4
     value_bound: float | None = None
+    party_figures: str = "coarse"
     seen_parties: set[int] = field(default_factory=set)
     seen_nodes: set[int] = field(default_factory=set)
 
@@ -84,6 +87,7 @@ class UploadCheck:
         arrays: Mapping[str, np.ndarray],
         metrics: Mapping[str, object],
         with_validation: bool,
+        first: bool | None = None,
     ) -> int:
         """Validate one reply; return its partition id, or raise :class:`UploadRejected`.
 
@@ -102,7 +106,10 @@ class UploadCheck:
         reserved = sorted(set(metrics) & SERVER_FIELDS)
         if reserved:
             raise UploadRejected(f"metrics may not set the server's own fields: {', '.join(reserved)}")
-        wanted = self.encoding.first_release_metrics if with_validation else self.encoding.later_release_metrics
+        # The first release carries the party's figures, whether or not it carries a validation
+        # release (only selection = "mixed-validation" asks for one).
+        first = with_validation if first is None else first
+        wanted = self.encoding.required_metrics(self.party_figures, first=first)
         absent = [k for k in wanted if not _is_number(metrics.get(k))]
         if absent:
             raise UploadRejected(f"metrics missing or not numbers: {', '.join(absent)}")

@@ -25,7 +25,7 @@ def cifar_dir(tmp_path_factory):
 
 
 def _cfg(cifar_dir, cache, **extra):
-    return parse_run_config({
+    return parse_run_config({"party-figures": "exact",
         "dataset": "cifar10", "data-dir": str(cifar_dir), "backbone": "resnet18", "backbone-weights": "none",
         "image-size": 32, "feature-pool": "flatten", "feature-cache-dir": str(cache), "radius-sample": 8,
         "min-party-size": 10, "device": "cpu", **extra,

@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 
 def _party(**overrides):
-    cfg = parse_run_config({"output-dir": "/tmp/mixupfl-test-runs", **overrides})
+    cfg = parse_run_config({"output-dir": "/tmp/mixupfl-test-runs", "party-figures": "exact", **overrides})
     return cfg, load_party(cfg, 1, 4)
 
 

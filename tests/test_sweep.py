@@ -314,7 +314,7 @@ def test_one_shot_runs_expand_over_encodings_and_fedprox_does_not(tmp_path):
     runs = expand_runs(load_sweep(_sweep_file(tmp_path, ENCODINGS)))
     table4 = [r for r in runs if r.table == "table4"]
     # 2 seeds x 2 cells x (fedprox + one-shot in 2 encodings); the plain block only singularized.
-    assert len(table4) == 2 * 2 * 3
+    assert len(table4) == 3 * 2 * 3
     assert Counter((r.strategy, r.encoding) for r in table4) == {
         ("fedprox", ""): 4, ("one-shot-mixup", "singularized"): 4, ("one-shot-mixup", "instahide"): 4}
     assert {r.encoding for r in runs if r.table == "plain"} == {"singularized"}
@@ -359,7 +359,7 @@ def test_default_variants_stay_out_of_run_keys_and_the_committed_results_are_the
 def test_shipped_instahide_sweep_pairs_the_encodings_on_the_same_partitions(tmp_path):
     spec = load_sweep(SWEEPS_DIR / "instahide-digits.toml")
     runs = expand_runs(spec)
-    assert len(runs) == len(unique_runs(runs)) == 2 * 2 * 3  # seeds x beta x (fedprox + two encodings)
+    assert len(runs) == len(unique_runs(runs)) == 3 * 2 * 3  # seeds x beta x (fedprox + two encodings)
     assert {r.table for r in runs} == {"table4"} and {r.parties for r in runs} == {5}
     assert Counter(r.encoding for r in runs) == {"": 4, "singularized": 4, "instahide": 4}
     assert {r.run_config["public-fraction"] for r in runs} == {0.2}

@@ -15,7 +15,7 @@ from server.collection import collect_releases
 from server.validation import UploadCheck, UploadRejected
 
 SINGULARIZED, INSTAHIDE = get_encoding("singularized"), get_encoding("instahide")
-FIRST_RELEASE_METRICS = SINGULARIZED.first_release_metrics
+FIRST_RELEASE_METRICS = SINGULARIZED.required_metrics("exact", first=True)
 
 ROWS, DIM, CLASSES = 6, 4, 3
 
@@ -60,7 +60,7 @@ def test_a_valid_upload_passes_and_marks_its_party():
         ({"num-examples": ROWS + 1}, "num-examples"),
         ({"y": np.full((ROWS - 1, CLASSES), 1 / CLASSES, np.float32)}, "expected"),
         ({"partition-id": 9}, "partition-id"),
-        ({"radius": "large"}, "metrics missing or not numbers: radius"),
+        ({"snr-pc1": "large"}, "metrics missing or not numbers: snr-pc1"),
     ],
 )
 def test_bad_uploads_are_rejected_with_the_reason(changes, reason):
@@ -200,8 +200,8 @@ def test_instahide_uploads_carry_their_own_figures():
     insta_metrics = {k: v for k, v in metrics.items() if k not in FIRST_RELEASE_METRICS}
     insta_metrics.update({key: 1 for key in INSTAHIDE_FIRST_RELEASE_METRICS})
     assert _check(encoding=INSTAHIDE).check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True) == 0
-    # A singularized run refuses a release without radius/SNR figures, and vice versa.
-    with pytest.raises(UploadRejected, match="radius"):
+    # A singularized run refuses a release without its SNR figures, and vice versa.
+    with pytest.raises(UploadRejected, match="snr-pc1"):
         _check().check(node_id=1, arrays=arrays, metrics=insta_metrics, with_validation=True)
     with pytest.raises(UploadRejected, match="instahide-k"):
         _check(encoding=INSTAHIDE).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)

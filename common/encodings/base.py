@@ -87,6 +87,17 @@ class Encoding(ABC):
     def check_config(self, cfg: RunConfig) -> None:
         """Refuse settings this encoding cannot run with: raise ``ValueError("key: why")``."""
 
+    def required_metrics(self, party_figures: str, *, first: bool) -> tuple[str, ...]:
+        """The figures an upload must carry: of the first release or a later (per-epoch) one,
+        under the run's ``party-figures`` ("coarse" or "exact")."""
+        return self.first_release_metrics if first else self.later_release_metrics
+
+    def party_metrics(self, cfg: RunConfig, metrics: dict[str, float | int]) -> dict[str, float | int]:
+        """What of its own figures a party sends (``party-figures``): by default all of them;
+        an encoding whose figures reveal the party's private statistics coarsens or withholds
+        those in ``"coarse"`` mode."""
+        return metrics
+
     def input_bound(self, cfg: RunConfig, *, value_bound: float | None, dim: int) -> float | None:
         """The largest ``|x~|`` a legitimate release can carry, from public facts only: the
         largest ``|x|`` of the data's valid range (``value_bound``; ``None`` when the inputs

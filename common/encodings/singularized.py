@@ -146,10 +146,12 @@ class SingularizedMixup(Encoding):
     label = "singularized mixup"
     paper_tables = True
     has_calibrated_noise = True
-    first_release_metrics = (
-        "radius", "image-radius", "noise-multiplier", *SNR_METRICS, "reid-rate", *THEOREM1_METRICS,
-    )
-    later_release_metrics = ("radius",)
+    first_release_metrics = (*SNR_METRICS, "reid-rate", *THEOREM1_METRICS)
+    later_release_metrics = ()
+    # Figures computed from the party's private statistics (Theorem 2's V, D, c and what follows
+    # from them: r = sqrt(d' bracket V) gives V away): sent only with party-figures = "exact".
+    private_statistics = ("radius", "image-radius", "noise-multiplier", "dim", "stat-V", "stat-D", "stat-c",
+                          "feature-radius", "feature-radius-std", "radius-sample")
     metric_ranges = {
         "radius": (0.0, math.inf), "image-radius": (0.0, math.inf), "noise-multiplier": (0.0, math.inf),
         "snr-pc1": (0.0, math.inf), "snr-bound-pc1": (0.0, math.inf), "snr-random": (0.0, math.inf),
@@ -158,6 +160,31 @@ class SingularizedMixup(Encoding):
     }
     # With no noise (tau at or above alpha^2 / (1 - alpha)^2) Theorem 2's bound is void: inf.
     infinite_metrics = frozenset({"snr-bound-pc1", "snr-bound-random"})
+
+    def required_metrics(self, party_figures: str, *, first: bool) -> tuple[str, ...]:
+        exact = party_figures == "exact"
+        if first:
+            return (*self.first_release_metrics, *(("radius", "image-radius", "noise-multiplier") if exact else ()))
+        return ("radius",) if exact else ()
+
+    def party_metrics(self, cfg: RunConfig, metrics: dict[str, float | int]) -> dict[str, float | int]:
+        """``"coarse"``: no private statistic (V, D, c, the radius and multiplier derived from
+        them); the measured SNR and its bound to two significant digits, the re-identification
+        rate to two decimals, Theorem 1's bounds as powers of ten."""
+        if cfg.party_figures == "exact":
+            return metrics
+        coarse: dict[str, float | int] = {}
+        for key, value in metrics.items():
+            if key in self.private_statistics:
+                continue
+            if key in SNR_METRICS:
+                value = _significant(float(value), 2)
+            elif key == "reid-rate":
+                value = round(float(value), 2)
+            elif key.startswith("theorem1-"):
+                value = _power_of_ten(float(value))
+            coarse[key] = value
+        return coarse
 
     def input_bound(self, cfg: RunConfig, *, value_bound: float | None, dim: int) -> float | None:
         """Clamped: the partner is clipped to the valid range, so ``|x~| <= max |x|``. Strict:
@@ -214,12 +241,13 @@ class SingularizedMixup(Encoding):
             "mf_formula": cfg.mf_formula,
             "radius_space": "feature space, mapped from image space (mean ||f(x+e) - f(x)||)"
             if cfg.uses_backbone else "input space",
-            "image_radius": mean_max(m["image-radius"] for m in parties),
+            "party_figures": cfg.party_figures,
+            "image_radius": _figure(parties, "image-radius"),
             "mixing_randomness": mixing_randomness(cfg),
             "tau": cfg.tau,
             "alpha": cfg.alpha,
-            "noise_multiplier": mean_max(m["noise-multiplier"] for m in parties),
-            "radius": mean_max(m["radius"] for m in parties),
+            "noise_multiplier": _figure(parties, "noise-multiplier"),
+            "radius": _figure(parties, "radius"),
             "snr_pc1": mean_max(m["snr-pc1"] for m in parties),
             "snr_bound_pc1": mean_max(m["snr-bound-pc1"] for m in parties),
             "snr_random": mean_max(m["snr-random"] for m in parties),
@@ -273,6 +301,23 @@ def tau_label(tau: float | None, noise_mode: str, measured_snr: float | None) ->
     if noise_mode == "clamped":
         return f"tau = {_fmt(tau)} nominal (clamped noise), {measured}"
     return f"tau = {_fmt(tau)}, {measured}"
+
+
+def _figure(parties: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    """Mean/max/min/std of a figure over the parties that sent it ({} when withheld)."""
+    return mean_max(m[key] for m in parties if key in m)
+
+
+def _significant(value: float, digits: int) -> float:
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def _power_of_ten(value: float) -> float:
+    if value <= 0 or not math.isfinite(value):
+        return value
+    return 10.0 ** math.floor(math.log10(value))
 
 
 def mixing_randomness(cfg: RunConfig) -> str:

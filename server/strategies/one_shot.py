@@ -108,6 +108,7 @@ class OneShot:
                  central_epochs: int = 100, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 1e-4,
                  seed: int = 0, quorum: int = 2, max_upload_bytes: int = 2**31, upload_dtype: str = "float32",
                  selection: str = "last", selection_every: int = 5, value_bound: float | None = None,
+                 party_figures: str = "coarse",
                  device: torch.device | str = "cpu") -> None:
         if release not in ("once", "per-epoch"):
             raise ValueError(f"release must be 'once' or 'per-epoch', got {release!r}")
@@ -116,6 +117,7 @@ class OneShot:
         self.selection = selection
         self.selection_every = selection_every
         self.value_bound = value_bound
+        self.party_figures = party_figures
         self.encoding = encoding
         self.model_fn = model_fn
         self.release = release
@@ -159,7 +161,7 @@ class OneShot:
         def check() -> UploadCheck:  # one per collection: a party uploads once per query
             return UploadCheck(row_shape=tuple(row_shape), num_classes=num_classes, input_dtype=self.upload_dtype,
                                num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding,
-                               value_bound=self.value_bound)
+                               value_bound=self.value_bound, party_figures=self.party_figures)
 
         probe = MemoryProbe(self.device).start()
         first = self._collect(grid, node_ids, epoch=1, check=check(), timeout=timeout)
