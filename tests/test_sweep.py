@@ -361,7 +361,7 @@ def test_shipped_instahide_sweep_pairs_the_encodings_on_the_same_partitions(tmp_
     runs = expand_runs(spec)
     assert len(runs) == len(unique_runs(runs)) == 3 * 2 * 3  # seeds x beta x (fedprox + two encodings)
     assert {r.table for r in runs} == {"table4"} and {r.parties for r in runs} == {5}
-    assert Counter(r.encoding for r in runs) == {"": 4, "singularized": 4, "instahide": 4}
+    assert Counter(r.encoding for r in runs) == {"": 6, "singularized": 6, "instahide": 6}
     assert {r.run_config["public-fraction"] for r in runs} == {0.2}
     from simulations.sweep import validate_runs
 
