@@ -28,12 +28,19 @@ Output folder layout (``--out``, default ``docker/deploy/``, ignored by git)::
                           accepts this node.
       state/              empty; the SuperLink's database lives here (registrations
                           survive restarts).
+      data/supernode-<i>/ empty (mode 0700); party i's own data in the one-machine and
+                          Docker demos (compose.yaml mounts it read-only at /data, node
+                          config data-path='/data'). Real parties keep it on their machines.
 
-``docker/deploy.py`` later adds ``pids/`` (PIDs of the processes it started) and, unless
-FLWR_HOME is set, ``.flwr/`` (FLWR_HOME: config.toml with the SuperLink connection, the
-installed app bundles). Nothing in this folder ends up in the app bundle ``flwr run .``
-builds: keys and certificates have no bundled extension and ``.flwr/`` is excluded by the
-repository's ``.gitignore``, which Flower applies when building the bundle.
+``docker/deploy.py`` later adds ``pids/`` (PIDs of the processes it started), ``proxy/``
+(the nginx configuration, logs, temporary files) and, unless FLWR_HOME is set, ``.flwr/``
+(FLWR_HOME: config.toml with the SuperLink connection, the installed app bundles). Keys and
+certificates have no extension Flower bundles and ``.flwr/`` is excluded by the
+repository's ``.gitignore``, which Flower applies when building the bundle; but Flower
+bundles any ``*.py, *.toml, *.md, *.yaml, *.yml, *.json, *.jsonl`` file below the app
+folder that the ROOT ``.gitignore`` does not exclude (``docker/.gitignore`` is not read),
+so party data in such formats under ``data/`` would ship to every node unless the root
+``.gitignore`` lists ``/docker/deploy/``.
 
 What Flower 1.41 expects (read from its source):
 
@@ -195,6 +202,8 @@ def generate(
     for i in range(supernodes):
         make_node_keys(keys, f"supernode-{i}")
     (out / "state").mkdir(parents=True, exist_ok=True)
+    for i in range(supernodes):
+        (out / "data" / f"supernode-{i}").mkdir(mode=0o700, parents=True, exist_ok=True)
     return {"out": out, "ca": certs / "ca.crt", "server_cert": certs / "server.crt",
             "server_key": certs / "server.key", "keys": keys}
 
