@@ -30,7 +30,7 @@ __all__ = [
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 DEFAULT_SWEEP = SWEEPS_DIR / "digits-default.toml"
 
-Strategy = Literal["fedprox", "fedavg", "one-shot-mixup"]
+Strategy = Literal["fedprox", "fedavg", "one-shot-mixup", "local-only"]
 Release = Literal["once", "per-epoch"]
 
 
