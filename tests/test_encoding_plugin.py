@@ -37,6 +37,9 @@ class ToyNoise(Encoding):
     first_release_metrics = ("noise-std",)
     later_release_metrics = ("noise-std",)
 
+    def input_bound(self, cfg, *, value_bound, dim):  # noqa: ANN001
+        return None  # Gaussian noise has no largest value: the default (the data's range) would refuse it
+
     def encode(self, cfg, party, *, device, epoch, with_validation) -> EncodingOutput:  # noqa: ANN001
         gen = torch.Generator().manual_seed(derive_seed(cfg.seed, party.partition_id, Stream.MIXUP, epoch))
 

@@ -219,14 +219,16 @@ def test_runs_csv_from_before_encodings_still_reads(digits_report, tmp_path):
 
 
 def test_committed_results_runs_csv_reads_as_singularized():
+    """The committed default sweep names its encoding and defence and one selection rule;
+    reading a file from before those columns is tested above."""
     committed = REPO_ROOT / "simulations" / "results" / "digits-default" / "runs.csv"
     if not committed.exists():
         pytest.skip("no committed digits-default results")
     with committed.open(newline="") as handle:
         header = next(csv.reader(handle))
-    # The file predates the encoding and defence columns; reading such a file is what is tested.
-    assert "encoding" not in header and "defence" not in header
+    assert {"encoding", "defence", "selection"} <= set(header)
     runs = read_runs_csv(committed)
+    assert {run["selection"] for run in runs} == {"last"}
     assert {run["encoding"] for run in runs if run["strategy"] == MIXUP} == {"singularized"}
     assert {run["defence"] for run in runs if run["strategy"] != MIXUP} == {"none"}
     assert {run["defence"] for run in runs if run["strategy"] == MIXUP} == {""}

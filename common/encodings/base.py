@@ -102,7 +102,10 @@ class Encoding(ABC):
         """The largest ``|x~|`` a legitimate release can carry, from public facts only: the
         largest ``|x|`` of the data's valid range (``value_bound``; ``None`` when the inputs
         have no public range, e.g. backbone features) and the row dimension. ``None``: no
-        bound. A party's own claims (its radius, say) never enter."""
+        bound. A party's own claims (its radius, say) never enter. The default suits an
+        encoding whose outputs are convex combinations of inputs (InstaHide, pooled rows); one
+        that adds noise must override it (singularized mixup bounds its spherical noise; an
+        encoding with unbounded noise returns ``None``), or every release is refused."""
         return value_bound
 
     @abstractmethod
