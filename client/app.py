@@ -121,7 +121,7 @@ def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:
             if tuple(source.shape) != tuple(target.shape):
                 raise ValueError(f"{key}: received shape {tuple(source.shape)}, model has {tuple(target.shape)}")
             if target.device.type == "cpu":
-                np.copyto(target.numpy(), source, casting="same_kind")
+                np.copyto(target.numpy(), source, casting="unsafe")  # load_state_dict casts too
             else:
                 with warnings.catch_warnings():  # read-only view: copied to the device at once
                     warnings.simplefilter("ignore", UserWarning)

@@ -3,13 +3,17 @@ into the union as it arrives."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 
+from common.npy import npy_view
 from server.metered_grid import MeteredGrid
 from server.union import UnionBuffer
 from server.validation import UploadCheck, UploadRejected
@@ -71,7 +75,7 @@ def collect_releases(
         try:
             release = reply.content["release"]
             metrics = dict(reply.content["metrics"])
-            arrays = {key: release[key].numpy() for key in release}
+            arrays = {key: _view(release[key]) for key in release}
         except Exception as err:  # noqa: BLE001 - any malformed reply is a rejection, not a crash
             _reject(collected, node=node, pid=None, epoch=epoch, reason=f"unreadable reply: {err}")
             continue
@@ -88,7 +92,10 @@ def collect_releases(
         if epoch == 1:  # later epochs of a per-epoch run get one line each (below)
             log.info("release %d/%d from party %d: %d rows (+%d validation)",
                      len(collected.party_metrics), len(node_ids), pid, metrics["num-examples"], metrics["num-val"])
+        large = sum(a.nbytes for a in arrays.values()) >= TRIM_AFTER_BYTES
         del reply, release, arrays
+        if large:
+            release_freed_memory()
     answered = ({m["node-id"] for m in collected.party_metrics} | {f["node-id"] for f in collected.failures}
                 | {r["node-id"] for r in collected.rejections})
     for nid in node_ids:
@@ -99,6 +106,37 @@ def collect_releases(
         log.info("epoch %d: fresh releases from %d/%d parties, %d rows, in %.1f s",
                  epoch, len(collected.party_metrics), len(node_ids), collected.train.filled, collected.seconds)
     return collected
+
+
+TRIM_AFTER_BYTES = 1 << 20
+"""Replies at least this large hand their freed memory back at once (small ones do not matter)."""
+
+
+def _libc_trim():  # noqa: ANN202
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to hand back
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_freed_memory() -> None:
+    """Hand the heap's free memory back to the OS (glibc ``malloc_trim``). A reply's buffers
+    are freed once copied into the union; without this the allocator keeps one or two
+    replies' worth of freed memory per thread arena, resident for the rest of the run."""
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _view(array) -> np.ndarray:  # noqa: ANN001 - Flower's Array
+    """The reply's array without a copy (a read-only view of its buffer): the union copies
+    it once; ``Array.numpy()`` would add a second, transient, copy of every release."""
+    try:
+        return npy_view(array.data)
+    except ValueError:
+        return array.numpy()
 
 
 def _reject(collected: Collected, *, node: int, pid: object, epoch: int, reason: str) -> None:

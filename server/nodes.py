@@ -7,6 +7,8 @@ import time
 
 from flwr.serverapp import Grid
 
+from server.metered_grid import is_simulation
+
 __all__ = ["SIMULATION_SETTLE", "is_simulation", "wait_for_nodes"]
 
 SIMULATION_SETTLE = 0.5
@@ -14,18 +16,6 @@ SIMULATION_SETTLE = 0.5
 simulated node in one loop at start (milliseconds), so the deployment's 2 s are not needed."""
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
-
-
-def is_simulation(grid: Grid) -> bool:
-    """Whether ``grid`` (or the grid it wraps) is Flower's in-process simulation grid."""
-    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
-
-    seen = 0
-    while grid is not None and seen < 8:
-        if isinstance(grid, InMemoryGrid):
-            return True
-        grid, seen = getattr(grid, "_grid", None), seen + 1
-    return False
 
 
 def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, settle: float | None = None,

@@ -10,11 +10,27 @@ result is a view of the filled rows, so no concatenation of all parts ever happe
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
 
 __all__ = ["UnionBuffer"]
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+
+
+def _copy_rows(target: torch.Tensor, rows: np.ndarray) -> None:
+    """``target[:] = rows`` for a (possibly read-only) array: numpy copies into a CPU buffer
+    directly; a device buffer gets one host-to-device copy."""
+    if target.device.type == "cpu":
+        np.copyto(target.numpy(), rows, casting="same_kind")
+        return
+    with warnings.catch_warnings():  # a read-only view is only read from
+        warnings.simplefilter("ignore", UserWarning)
+        target.copy_(torch.from_numpy(rows))
 
 
 class UnionBuffer:
@@ -47,8 +63,8 @@ class UnionBuffer:
         return sum(t[: self.filled].numel() * t.element_size() for t in (self._x, self._y, self._owner))
 
     def _allocate(self, rows: int, x_like: np.ndarray, y_like: np.ndarray) -> None:
-        x = torch.empty((rows, *x_like.shape[1:]), dtype=torch.from_numpy(x_like[:0]).dtype, device=self.device)
-        y = torch.empty((rows, *y_like.shape[1:]), dtype=torch.from_numpy(y_like[:0]).dtype, device=self.device)
+        x = torch.empty((rows, *x_like.shape[1:]), dtype=_torch_dtype(x_like.dtype), device=self.device)
+        y = torch.empty((rows, *y_like.shape[1:]), dtype=_torch_dtype(y_like.dtype), device=self.device)
         owner = torch.empty(rows, dtype=torch.int32, device=self.device)
         if self._x is not None:
             # Growth: the old and new buffers coexist for one copy.
@@ -77,8 +93,8 @@ class UnionBuffer:
         if self.filled + rows > self._x.shape[0]:
             self._allocate(max(self.filled + rows, math.ceil(self._x.shape[0] * 1.5)), x, y)
         stop = self.filled + rows
-        self._x[self.filled : stop] = torch.from_numpy(x)
-        self._y[self.filled : stop] = torch.from_numpy(y)
+        _copy_rows(self._x[self.filled : stop], x)
+        _copy_rows(self._y[self.filled : stop], y)
         self._owner[self.filled : stop] = party_id
         self.parties.append((party_id, self.filled, rows))
         self.filled = stop

@@ -278,7 +278,8 @@ def test_cifar10_local_copy_with_backbone_weights_from_a_local_file(flower, tmp_
         flower, tmp_path, "cifar", strategy="one-shot-mixup", dataset="cifar10",
         **{"data-dir": str(tmp_path / "cifar"), "backbone": "resnet18", "backbone-weights": str(weights),
            "image-size": 32, "feature-cache-dir": str(tmp_path / "cache"), "upload-dtype": "float16",
-           "radius-sample": 8, "device": "cpu"},
+           "radius-sample": 8, "device": "cpu",
+           "party-figures": "exact"},  # the radius figures below stay at the party when coarse
     )
     assert code == 0, log[-3000:]
     summary = json.loads(path.read_text())
@@ -328,6 +329,22 @@ def _flwr_runs(env) -> dict[int, str]:
     return {int(r["run-id"]): r["status"] for r in json.loads(proc.stdout)["runs"]}
 
 
+def _processes_mentioning(fragment: str, *, exclude: set[Path]) -> list[int]:
+    """Pids whose command line or environment names ``fragment`` (outside ``exclude``)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            text = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        text = text.decode(errors="replace")
+        for other in exclude:
+            text = text.replace(str(other), "")
+        if fragment in text:
+            found.append(int(proc.name))
+    return found
+
+
 def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_path):
     """A real sweep: SIGTERM in the middle of a run stops that Flower run (not left to finish in
     the SuperLink), the next start computes only what is missing, a third computes nothing."""
@@ -339,7 +356,10 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
     from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
     from simulations.report import read_runs_csv
 
+    import tempfile
+
     home, env = flower
+    sessions_before = set(Path(tempfile.gettempdir()).glob("mixupfl-sim-*"))
     (tmp_path / "sweep.toml").write_text(SWEEP)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "simulations.sweep", str(tmp_path / "sweep.toml"), "--out", str(out), "--no-progress"]
@@ -359,7 +379,12 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
     output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 130, output
     assert "run the same command again" in output
-    assert _flwr_runs(env)[run_id].startswith("finished:") and _flwr_runs(env)[run_id] != "finished:completed"
+    # The sweep ran in its own session (SuperLink, Ray cluster): stopping it stopped the run
+    # with it, and nothing of the session is left running or on disk.
+    sessions = set(Path(tempfile.gettempdir()).glob("mixupfl-sim-*")) - sessions_before
+    assert not sessions, sessions
+    assert run_id not in _flwr_runs(env)  # never on the shared SuperLink
+    assert not _processes_mentioning("mixupfl-sim-", exclude=sessions_before)
     assert not list((out / "summaries").glob("*.json"))
 
     first = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)

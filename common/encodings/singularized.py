@@ -131,7 +131,7 @@ def calibrate(cfg: RunConfig, party: PartyData, *, device: torch.device) -> Cali
             "noise-multiplier": m_f, "image-radius": radius,
         }
     calibration = Calibration(radius=radius, clamp=clamp, figures=figures, seconds=time.perf_counter() - started)
-    if len(_CALIBRATIONS) >= 64:  # a long-lived simulation worker serves many runs
+    if len(_CALIBRATIONS) >= 4096:  # a worker serves every party of a run (P = 100 and more); a few floats each
         _CALIBRATIONS.pop(next(iter(_CALIBRATIONS)))
     _CALIBRATIONS[key] = calibration
     return calibration

@@ -1,5 +1,10 @@
 """How one planned run is computed: the :class:`Executor` protocol and its real implementation,
-:class:`FlowerExecutor` (one ``flwr run . --stream`` against the local simulation SuperLink).
+:class:`FlowerExecutor` (one ``flwr run --stream`` per run against a local simulation SuperLink).
+
+By default the executor runs every run of a sweep in one private local simulation session
+(:class:`simulations.runtime.session.LocalSimulation`): its own SuperLink, the app staged
+without the virtual environment, and one Ray cluster kept warm for all runs; :meth:`close`
+(called by the sweep when it ends, is interrupted or fails) stops all of it.
 
 The sweep (:func:`simulations.sweep.run_sweep`) knows nothing about processes: it hands each
 run to an executor, which must leave ``<output-dir>/<run-name>.json`` on success, and asks it
@@ -42,6 +47,8 @@ class Executor(Protocol):
 
     def recover(self, marker: Mapping[str, Any], *, log_path: Path) -> None: ...
 
+    # Optional: ``close()`` releases what the executor keeps between runs (called at the end).
+
 
 class FlowerExecutor:
     """Runs each sweep run as ``flwr run . --stream`` against the local simulation SuperLink.
@@ -54,16 +61,44 @@ class FlowerExecutor:
         Seconds allowed per run; a run over time is stopped and counted as failed.
     gpu : bool
         Give every simulated party 1 CPU and ``1 / min(P, cores)`` of the GPU.
+    session : bool
+        Run in a private :class:`~simulations.runtime.session.LocalSimulation` (default) rather
+        than against the SuperLink of ``env``'s ``FLWR_HOME`` with a fresh Ray per run.
+    warm_ray : bool
+        With ``session``: one Ray cluster for all runs (``RAY_ADDRESS``).
     """
 
-    def __init__(self, *, env: Mapping[str, str], timeout: float, gpu: bool = False) -> None:
+    def __init__(self, *, env: Mapping[str, str], timeout: float, gpu: bool = False, session: bool = True,
+                 warm_ray: bool = True) -> None:
         self.env = dict(env)
+        self.base_env = dict(env)
         self.timeout = timeout
         self.gpu = gpu
+        self.use_session = session
+        self.warm_ray = warm_ray
+        self.session = None
         self._configured_for: int | None = None
+
+    def _open(self) -> None:
+        if not self.use_session or (self.session is not None and self.session.started):
+            return
+        from simulations.runtime.session import LocalSimulation
+
+        self.session = LocalSimulation(warm_ray=self.warm_ray, base_env=self.base_env).start()
+        self.env = self.session.env
+        self._configured_for = None
+
+    def close(self) -> None:
+        """Stop the session's SuperLink and Ray cluster (idempotent; the next run opens a new one)."""
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+            self.env = dict(self.base_env)
+            self._configured_for = None
 
     def prepare(self, parties: int) -> None:
         """Set the simulated parties' resources (Flower stores them in the SuperLink)."""
+        self._open()
         key = parties if self.gpu else 0
         if self._configured_for == key:
             return
@@ -73,7 +108,11 @@ class FlowerExecutor:
 
     def execute(self, run: SweepRun, *, run_config: dict[str, Any], log_path: Path,
                 note: Callable[[dict[str, Any]], None]) -> int:
-        cmd = flwr_run_command(run_config, num_supernodes=run.parties, env=self.env)
+        self._open()
+        if self.session is not None:
+            cmd = self.session.run_command(run_config, num_supernodes=run.parties)
+        else:
+            cmd = flwr_run_command(run_config, num_supernodes=run.parties, env=self.env)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("w", encoding="utf-8") as log:
             log.write("$ " + " ".join(cmd) + "\n")

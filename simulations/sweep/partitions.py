@@ -9,7 +9,6 @@ shares it. It is recomputed here from the run config with the parties' own code
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass

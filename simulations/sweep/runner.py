@@ -205,6 +205,9 @@ def run_sweep(
         finally:
             bar.close()
             write_json_atomic(out_dir / "failures.json", outcome.failed)
+            close = getattr(executor, "close", None)
+            if callable(close):  # the executor's SuperLink and Ray cluster end with the sweep
+                close()
         outcome.rows = collect_rows(runs, summaries_dir=summaries_dir, partitions=partitions)
         outcome.csv_path = write_runs_csv(outcome.rows, path=out_dir / "runs.csv")
     return outcome
