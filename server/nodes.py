@@ -25,11 +25,14 @@ def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, se
     ``expected = 0`` (simulation): once at least ``quorum`` nodes are connected and the count
     has not changed for ``settle`` seconds (simulated nodes all register at start; default
     :data:`SIMULATION_SETTLE` on the simulation grid, 2 s otherwise).
+    In simulation, fewer than ``quorum`` nodes fail at once, after ``settle`` seconds without
+    change: every simulated node registers at start, so waiting cannot bring more.
     ``expected > 0`` (deployment): as soon as ``expected`` nodes are connected; after
     ``timeout`` seconds, with those connected if they reach ``quorum``, else the run fails.
     """
+    simulation = is_simulation(grid)
     if settle is None:
-        settle = SIMULATION_SETTLE if is_simulation(grid) else 2.0
+        settle = SIMULATION_SETTLE if simulation else 2.0
     deadline = time.monotonic() + timeout
     last, stable_since = -1, time.monotonic()
     while True:
@@ -42,6 +45,9 @@ def wait_for_nodes(grid: Grid, *, expected: int, quorum: int, timeout: float, se
             return ids
         if not expected and len(ids) >= quorum and time.monotonic() - stable_since >= settle:
             return ids
+        if simulation and 0 < len(ids) < quorum and time.monotonic() - stable_since >= settle:
+            raise RuntimeError(f"the simulation has {len(ids)} node(s) and quorum is {quorum}: "
+                               f"run with --federation-config \"num-supernodes={quorum}\" or more")
         if time.monotonic() > deadline:
             if len(ids) >= quorum:
                 log.warning("%d of %d expected parties connected after %.0f s: proceeding under quorum = %d",

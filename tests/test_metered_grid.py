@@ -100,3 +100,28 @@ def test_replies_are_pulled_a_tenth_at_a_time_and_each_yielded_once():
     seen = [r.metadata.src_node_id for r in grid.iter_replies(msgs, timeout=5)]
     assert sorted(seen) == list(range(1, 21))  # every party once, although all answered at once
     assert max(inner.pull_sizes) == 2  # ceil(0.1 * 20): at most a tenth of the replies in memory
+
+
+def _simulated_grid(node_ids):
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    class Fixed(InMemoryGrid):
+        def __init__(self) -> None:  # no SuperLink state: only the node ids are asked
+            pass
+
+        def get_node_ids(self):
+            return list(node_ids)
+
+    return Fixed()
+
+
+def test_simulation_below_quorum_fails_at_once_naming_the_fix():
+    import time
+
+    from server.nodes import wait_for_nodes
+
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"1 node\(s\) and quorum is 2.*num-supernodes=2"):
+        wait_for_nodes(_simulated_grid([7]), expected=0, quorum=2, timeout=600, settle=0.05, poll=0.01)
+    assert time.monotonic() - started < 5  # not the 600 s timeout
+    assert wait_for_nodes(_simulated_grid([9, 3]), expected=0, quorum=2, timeout=600, settle=0.05, poll=0.01) == [3, 9]
