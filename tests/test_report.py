@@ -267,6 +267,9 @@ def test_only_present_layouts_are_written_and_one_seed_is_marked(tmp_path):
     assert files.table5 is None and files.accuracy_vs_beta is None and files.release_modes is None
     assert not (tmp_path / "report" / "table5.md").exists()
     assert not (tmp_path / "report" / "release_modes.md").exists()
+    # Reports only name files they wrote.
+    for page in (tmp_path / "report").glob("*.md"):
+        assert "release_modes.md" not in page.read_text(), page.name
     assert files.table6.is_file() and files.accuracy_vs_rho.is_file()
     rows = _table_rows(files.table6.read_text())
     assert rows[0][4] == "82.00 (1 seed, no interval)"

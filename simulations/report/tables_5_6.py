@@ -185,7 +185,9 @@ def paper_table_markdown(runs: Sequence[dict], *, layout: str, title: str, setti
     heading = ("Table 5, Dirichlet label skew, equal party sizes" if layout == "table5"
                else "Table 6, label skew and one data-poor party (size ratio ρ)")
     release_line = ("- Singularized mixup column: release `once`, each party uploads its mixed features one time "
-                    "(the paper's protocol); per-epoch release is compared in release_modes.md")
+                    "(the paper's protocol)")
+    if any(run["strategy"] == MIXUP and run["release"] == "per-epoch" for run in runs):
+        release_line += "; per-epoch release is compared in release_modes.md"  # linked only when written
     if not any(arm(run) == mixup_arm for run in chosen):
         release_line += "; NO release-once runs exist for this layout, so the column is empty"
     lines = header_block(title=title, heading=heading, runs=used or chosen, settings=settings,
