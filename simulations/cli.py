@@ -89,6 +89,12 @@ def _parse_assignments(items: Sequence[str] | None) -> dict[str, Any]:
 # The simulation runtime repeats every INFO/DEBUG record of the apps with a timestamp
 # ("12/02/2026 07:14:45:INFO:...") after Flower's own coloured line: show each record once.
 _RUNTIME_ECHO = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d:(INFO|DEBUG):")
+# Lines that say nothing about this run: Flower's note on its changed default party count and
+# how to change it (`mixupfl run` always passes the count), Ray's tip about accelerator variables.
+_NOISE = re.compile(
+    r"default simulated SuperNodes changed from|To change federation size, use the following command"
+    r"|flwr federation simulation-config|In future versions of Ray, Ray will no longer override|^\s+warnings\.warn\($"
+)
 
 
 def _stream(cmd: list[str], *, env: dict[str, str]) -> tuple[int, str]:
@@ -100,8 +106,8 @@ def _stream(cmd: list[str], *, env: dict[str, str]) -> tuple[int, str]:
         assert proc.stdout is not None
         for line in proc.stdout:
             lines.append(line)
-            if not _RUNTIME_ECHO.match(line):
-                sys.stdout.write(line)
+            if not _RUNTIME_ECHO.match(line) and not _NOISE.search(line):
+                sys.stdout.write(line)  # the kept log (returned) has every line
         return proc.wait(), "".join(lines)
     except KeyboardInterrupt:
         run_id = flower_run_id("".join(lines))

@@ -33,3 +33,27 @@ def test_unknown_command_suggests_the_closest(capsys):
     assert main(["sweeep"]) == 2
     assert "did you mean 'sweep'?" in capsys.readouterr().err
     assert main(["--help"]) == 0 and "frontier" in capsys.readouterr().out
+
+
+def test_each_record_is_shown_once_and_flowers_stale_notes_are_hidden(tmp_path, capsys):
+    import sys
+
+    from simulations.cli import _stream
+
+    lines = [
+        "\x1b[92mINFO \x1b[0m:      fedprox on digits with 10 parties, server device cpu",
+        "12/02/2026 07:14:45:INFO:fedprox on digits with 10 parties, server device cpu",
+        "\x1b[93mWARNING \x1b[0m:   Since flwr 1.32, default simulated SuperNodes changed from 10 to 2.",
+        "\x1b[92mINFO \x1b[0m:      Federation `@none/default` (10 simulated SuperNodes)",
+        "\x1b[92mINFO \x1b[0m:      To change federation size, use the following command:",
+        "\x1b[92mINFO \x1b[0m:      \tflwr federation simulation-config @none/default <superlink> --num-supernodes <N>",
+        "/x/ray/_private/worker.py:2051: FutureWarning: Tip: In future versions of Ray, Ray will no longer override",
+        "  warnings.warn(",
+        "\x1b[91mERROR \x1b[0m:     upload from node 5 (party 0) rejected: x not finite",
+    ]
+    script = tmp_path / "emit.py"
+    script.write_text("import sys\nfor line in %r:\n    print(line)\nsys.exit(3)\n" % lines)
+    code, kept = _stream([sys.executable, str(script)], env={})
+    shown = capsys.readouterr().out.splitlines()
+    assert code == 3 and kept.splitlines() == lines  # the kept log has everything
+    assert shown == [lines[0], lines[3], lines[8]]
