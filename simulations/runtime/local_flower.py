@@ -46,6 +46,11 @@ def flower_env(*, home: Path | None = None, extra: Mapping[str, str] | None = No
     env = dict(os.environ)
     env.update(FLOWER_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(app_dir), *filter(None, [env.get("PYTHONPATH")])])
+    # `flwr` starts `flower-superlink` by name: the interpreter's own scripts come first, so that
+    # a venv's Python run without activating the venv finds its Flower (not another one, or none).
+    scripts = str(Path(sys.executable).parent)
+    if (Path(scripts) / "flower-superlink").exists():
+        env["PATH"] = os.pathsep.join([scripts, *[p for p in env.get("PATH", "").split(os.pathsep) if p != scripts]])
     if home is not None:
         env["FLWR_HOME"] = str(home)
     env.update(extra or {})
