@@ -304,3 +304,13 @@ def test_a_shared_partition_flags_both_claimants():
 def test_old_summaries_read_without_the_new_fields():
     fields = RunSummary.model_fields
     assert fields["aggregation"].default is None and fields["round_participation"].default_factory() == []
+
+
+def test_an_error_replys_reason_is_its_last_line_without_colour_codes():
+    from server.strategies.screening import short_error
+
+    ray = ("<class 'ray.exceptions.RayTaskError'>:<'\x1b[36mray::ClientAppActor.run()\x1b[39m\n  File x\n"
+           "Exception ClientAppException occurred. Message: party crashed in round 2'>")
+    assert short_error(ray) == "Exception ClientAppException occurred. Message: party crashed in round 2"
+    assert short_error("") == "error reply without a reason"
+    assert len(short_error("x" * 1000)) == 300

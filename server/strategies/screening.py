@@ -23,6 +23,7 @@ timeout, an error reply and its text, or a rejection and its reason).
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 
@@ -143,7 +144,9 @@ class ScreenedReplies:
                 continue
             answered.add(node)
             if msg.has_error():
-                left_out.append(self._left_out(node, "error reply", msg.error.reason))
+                log.debug("round %d (%s): error reply for node %s in full: %s", server_round, stage, node,
+                          msg.error.reason)
+                left_out.append(self._left_out(node, "error reply", short_error(msg.error.reason)))
                 continue
             try:
                 pid = check(msg.content)
@@ -217,6 +220,18 @@ class ScreenedReplies:
             contributed_nodes=[node for _, node, _ in accepted],
             left_out=sorted(left_out, key=lambda e: (e.partition_id is None, e.partition_id or 0, e.node_id)),
         ))
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def short_error(reason: str, *, limit: int = 300) -> str:
+    """An error reply's text for the summary: its last non-empty line without terminal colour
+    codes (a simulated party's reply carries the whole Ray traceback; its last line names the
+    exception), at most ``limit`` characters."""
+    lines = [line.strip() for line in _ANSI.sub("", reason or "").splitlines() if line.strip(" '>")]
+    text = lines[-1].strip(" '>") if lines else "error reply without a reason"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _claimed_partition(msg: Message) -> int | None:
