@@ -58,7 +58,8 @@ def test_a_valid_update_is_accepted_unchanged():
     [
         (_train_reply(_weights(math.nan)), "w holds NaN or inf"),
         (_train_reply(_weights(math.inf)), "w holds NaN or inf"),
-        (_train_reply(_weights(w=np.zeros((3, 2), np.float32))), r"w has shape \(3, 2\), the global model's is \(2, 3\)"),
+        (_train_reply(_weights(w=np.zeros((3, 2), np.float32))),
+         r"w has shape \(3, 2\), the global model's is \(2, 3\)"),
         (_train_reply(_weights(w=np.zeros((2, 3), np.float64))), "w has dtype float64, the global model's is float32"),
         (_train_reply(_weights(count=np.array(3.0, np.float32))), "count has dtype float32"),
         (_train_reply({"w": np.zeros((2, 3), np.float32)}), r"missing \['count'\]"),
@@ -314,3 +315,22 @@ def test_an_error_replys_reason_is_its_last_line_without_colour_codes():
     assert short_error(ray) == "Exception ClientAppException occurred. Message: party crashed in round 2"
     assert short_error("") == "error reply without a reason"
     assert len(short_error("x" * 1000)) == 300
+
+
+def test_a_run_below_quorum_writes_a_failed_summary_under_its_own_name(tmp_path):
+    import json
+    import time
+
+    from common.config import parse_run_config
+    from common.run_summary import LeftOut, RoundParticipation
+    from server.app import _write_failed
+
+    cfg = parse_run_config({"strategy": "fedprox", "output-dir": str(tmp_path), "run-name": "lost"})
+    rounds = [RoundParticipation(round=1, stage="train", contributed_partitions=[0], contributed_nodes=[11],
+                                 left_out=[LeftOut(node_id=12, partition_id=1, outcome="no reply", reason="no reply")])]
+    err = QuorumLost("round 1 (train): 1 accepted replies of 2 sent; quorum is 2", rounds=rounds)
+    _write_failed(cfg, err, [11, 12], started=time.perf_counter(), started_utc="now")
+    assert not (tmp_path / "lost.json").exists()  # a sweep never mistakes it for a finished run
+    failed = json.loads((tmp_path / "lost.failed.json").read_text())
+    assert failed["status"] == "failed" and "quorum is 2" in failed["reason"]
+    assert failed["round_participation"][0]["left_out"][0]["outcome"] == "no reply"
