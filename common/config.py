@@ -265,7 +265,12 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description='where the server trains and the parties extract, mix and train: `auto`, `cpu`, `cuda`'
     )
-    round_timeout: float = Field(600.0, gt=0, description="seconds to wait for the parties' replies")
+    round_timeout: float = Field(
+        600.0, gt=0, description=(
+            "seconds to wait for the parties' replies; a FedProx/FedAvg party that has not answered by then is "
+            "left out of that round (listed in the summary)"
+        )
+    )
     expected_parties: int = Field(
         0, ge=0, description=(
             'deployment: parties (SuperNodes) to wait for before starting; `0` = those connected when the run '
@@ -275,8 +280,10 @@ class RunConfig(BaseModel):
     connect_timeout: float = Field(600.0, gt=0, description='seconds to wait for `expected-parties`; after it the run proceeds if at least `quorum` are connected')
     quorum: int = Field(
         2, ge=1, description=(
-            'fewest connected parties, and fewest valid one-shot releases, a run proceeds with; parties that '
-            'never answer or whose upload is rejected are listed in the summary'
+            'fewest connected parties, fewest valid one-shot releases, and fewest accepted FedProx/FedAvg '
+            'replies per round, a run proceeds with (below it the run fails, a FedProx/FedAvg run with '
+            '`<run-name>.failed.json`); parties that never answer, fail or whose reply is rejected are listed '
+            'in the summary with the reason'
         )
     )
     max_upload_mb: float = Field(2048.0, gt=0, description='largest accepted one-shot upload of one party (all arrays of its reply), MiB')

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.io import write_json_atomic
 
 __all__ = [
-    "Communication", "DefenceSummary", "Outcome", "Participation", "PrivacySummary", "RunRow", "RunSummary",
-    "SCHEMA_VERSION", "UnionFigures", "read_summary",
+    "AggregationSummary", "Communication", "DefenceSummary", "FailedRunSummary", "LeftOut", "Outcome", "Participation",
+    "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION", "UnionFigures", "read_summary",
 ]
 
 SCHEMA_VERSION = 2
@@ -112,6 +112,38 @@ class Participation(_Model):
     not_contributing_nodes: list[int]
 
 
+class LeftOut(_Model):
+    """A party whose reply did not enter a round's aggregation, and the true reason."""
+
+    node_id: int = Field(description="the node the round's message went to (never the SuperLink's error sender)")
+    partition_id: int | None = Field(
+        description="the party's partition as it answered before (else as this reply claims it; None if unknown)"
+    )
+    outcome: Literal["not connected", "no reply", "error reply", "rejected"]
+    reason: str = Field(description="the error reply's text, the rejection's reason, or the timeout")
+
+
+class RoundParticipation(_Model):
+    """FedProx / FedAvg: who contributed to one round's training or evaluation, and who did not."""
+
+    round: int = Field(ge=1)
+    stage: Literal["train", "evaluate"]
+    contributed_partitions: list[int] = Field(description="in the order they were aggregated (party order)")
+    contributed_nodes: list[int]
+    left_out: list[LeftOut] = Field(default_factory=list)
+
+
+class AggregationSummary(_Model):
+    """FedProx / FedAvg: how the server combined the parties' models."""
+
+    rule: Literal["mean", "median", "trimmed-mean", "krum"]
+    flower_strategy: str = Field(description="the Flower strategy classes that aggregated, e.g. FedProx+FedMedian")
+    description: str
+    trim_fraction: float | None = Field(None, description="trimmed-mean: share cut at each end")
+    krum_malicious: int | None = Field(None, description="krum: f, the number of parties assumed hostile")
+    max_examples: int = Field(ge=1, description="largest num-examples a reply may report (the training split's rows)")
+
+
 class RunSummary(_Model):
     """Everything one run reports. The result comes first; the full run config last."""
 
@@ -134,6 +166,10 @@ class RunSummary(_Model):
     later_epochs: list[dict[str, Any]] = Field(default_factory=list)
     failures: list[dict[str, Any]] = Field(default_factory=list)
     rejections: list[dict[str, Any]] = Field(default_factory=list)
+    aggregation: AggregationSummary | None = None
+    round_participation: list[RoundParticipation] = Field(
+        default_factory=list, description="FedProx / FedAvg: per round and stage, who contributed and who did not"
+    )
     history: list[dict[str, Any]] = Field(default_factory=list, description="per epoch (one-shot) or per round")
     started_utc: str
     versions: dict[str, str]
@@ -147,6 +183,24 @@ class RunSummary(_Model):
 
     def write(self, path: Path | str) -> Path:
         """Write atomically (no reader ever sees half a summary)."""
+        return write_json_atomic(path, self.model_dump(mode="json"))
+
+
+class FailedRunSummary(_Model):
+    """A run that stopped before it had a model to report (written as ``<run-name>.failed.json``,
+    never where a finished run's summary goes, so that no sweep mistakes it for a result)."""
+
+    status: Literal["failed"] = "failed"
+    strategy: str
+    reason: str
+    completed_rounds: int = Field(ge=0)
+    round_participation: list[RoundParticipation] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    wall_seconds: float = Field(ge=0)
+    started_utc: str
+    config: dict[str, Any]
+
+    def write(self, path: Path | str) -> Path:
         return write_json_atomic(path, self.model_dump(mode="json"))
 
 

@@ -30,15 +30,22 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from common.config import ConfigError, RunConfig, parse_run_config
 from common.device import resolve_device
 from common.model import MixupClassifier
-from common.run_summary import RunSummary
+from common.run_summary import FailedRunSummary, RunSummary
 from common.training import evaluate
 from features.pipeline import describe_inputs, input_bounds, load_run_data, split_inputs
-from server.iterative import run_iterative
+from server.iterative import QuorumLost, run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
 from server.strategies import OneShot
 from server.strategies.local_only import LocalOnly
-from server.summary import communication, iterative_parts, local_only_parts, one_shot_parts, table_lines
+from server.summary import (
+    communication,
+    iterative_parts,
+    local_only_parts,
+    one_shot_parts,
+    round_accounting,
+    table_lines,
+)
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
 
@@ -79,6 +86,18 @@ def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
         return None
     lo, hi = bounds
     return float(max(torch.as_tensor(lo).abs().max(), torch.as_tensor(hi).abs().max()))
+
+
+def _write_failed(cfg: RunConfig, err: QuorumLost, node_ids: list[int], *, started: float, started_utc: str) -> None:
+    """A FedProx / FedAvg run below quorum: ``<run-name>.failed.json`` with the rounds done, who
+    answered each and why the others did not (never the finished runs' file name)."""
+    failed = FailedRunSummary(
+        strategy=cfg.strategy, reason=str(err), completed_rounds=err.completed_rounds, round_participation=err.rounds,
+        history=err.history, wall_seconds=time.perf_counter() - started, started_utc=started_utc,
+        config=cfg.model_dump(by_alias=True),
+    )
+    path = failed.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.failed.json")
+    log.error("run failed: %s; failed summary written to %s", err, path)
 
 
 @app.main()
@@ -126,9 +145,18 @@ def main(grid: Grid, context: Context) -> None:
             timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
         parts = local_only_parts(cfg, result)
     else:
-        outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()), num_classes=data.num_classes,
-                                evaluate_fn=evaluate_fn)
-        parts = iterative_parts(cfg, outcome.history, outcome.selected, outcome.seconds)
+        try:
+            # num-examples bound: no party holds more rows than the training split (public).
+            outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()),
+                                    num_classes=data.num_classes, max_examples=int(data.train_x.shape[0]),
+                                    num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
+        except QuorumLost as err:
+            _write_failed(cfg, err, node_ids, started=started, started_utc=started_utc)
+            raise
+        parts = iterative_parts(cfg, outcome.history, outcome.selected, outcome.seconds,
+                                aggregation=outcome.aggregation)
+        parts.update(round_accounting(cfg, outcome.rounds, expected=cfg.expected_parties or len(node_ids),
+                                      connected=node_ids))
     summary = RunSummary(
         strategy=cfg.strategy, num_parties=len(node_ids), communication=communication(metered, len(node_ids)),
         wall_seconds=time.perf_counter() - started, started_utc=started_utc,

@@ -1,4 +1,5 @@
-"""Iterative baselines: FedProx / FedAvg through Flower's strategies, every party every round."""
+"""Iterative baselines: FedProx / FedAvg through Flower's strategies, every connected party
+every round, each reply screened, the aggregation rule the run config's."""
 
 from __future__ import annotations
 
@@ -13,26 +14,26 @@ from flwr.serverapp import Grid
 
 from common.config import RunConfig
 from common.model import MixupClassifier
-from server.strategies import (
-    OrderedFedAvg,
-    OrderedFedProx,
-    SelectedModel,
-    ValidationSelectingFedAvg,
-    ValidationSelectingFedProx,
-    aggregate_with_extremes,
-)
+from common.run_summary import AggregationSummary, RoundParticipation
+from server.strategies import SelectedModel, aggregate_with_extremes
+from server.strategies.federated import aggregation_words, federated_strategy
+from server.strategies.screening import QuorumLost
+from server.update_check import UpdateCheck
 
-__all__ = ["IterativeOutcome", "run_iterative"]
+__all__ = ["IterativeOutcome", "QuorumLost", "run_iterative"]
 
 
 @dataclass
 class IterativeOutcome:
-    """Per-round history, the selected round's model, the round-1 model, and the time taken."""
+    """Per-round history, the selected round's model, the round-1 model, the time taken, who
+    contributed to each round, and how the models were combined."""
 
     history: list[dict]
     selected: SelectedModel | None
     initial_state: dict[str, torch.Tensor]
     seconds: float
+    rounds: list[RoundParticipation]
+    aggregation: AggregationSummary
 
 
 def run_iterative(
@@ -42,13 +43,21 @@ def run_iterative(
     *,
     in_dim: int,
     num_classes: int,
+    max_examples: int,
+    num_partitions: int,
     evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None],
 ) -> IterativeOutcome:
-    """Run ``cfg.num_rounds`` rounds of FedProx/FedAvg over all ``node_ids``.
+    """Run ``cfg.num_rounds`` rounds of FedProx/FedAvg over ``node_ids``.
 
-    Every round: all parties train ``local-epochs`` from the global model under the run's
-    defence, the server averages the models weighted by local training-set size (replies in
-    party order), and ``evaluate_fn`` (the server's test set) reports on it. With
+    Every round: the parties still connected train ``local-epochs`` from the global model
+    under the run's defence; each reply is checked (:mod:`server.update_check`: the global
+    model's arrays, finite, ``1 <= num-examples <= max_examples``, a partition id below
+    ``num_partitions``) and a bad one is left out of that round and listed; the server combines
+    the accepted models in party order by the run's ``aggregation`` (the size-weighted mean,
+    or Flower's FedMedian, FedTrimmedAvg or Krum), and ``evaluate_fn`` (the server's test set)
+    reports on it. A round with fewer than ``quorum`` accepted replies (within
+    ``round-timeout``) stops the run with :class:`QuorumLost`, which carries the participation
+    so far; its ``completed_rounds`` and ``history`` say what was done. With
     ``selection = "validation"`` all parties also evaluate the new global model on their clean
     validation part and the reported model is the round with the lowest size-weighted
     validation loss; with ``"last"`` no evaluate message is sent and the last round's model is
@@ -60,28 +69,48 @@ def run_iterative(
     torch.manual_seed(cfg.seed)
     model = MixupClassifier(in_dim=in_dim, num_classes=num_classes, norm=cfg.model_norm)
     initial_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    num = len(node_ids)
     validating = cfg.selection == "validation"
-    common = dict(
+    if cfg.aggregation == "krum" and len(node_ids) <= 2 * cfg.krum_malicious + 2:
+        raise ValueError(f"krum-malicious: Krum needs more than 2 f + 2 = {2 * cfg.krum_malicious + 2} parties; "
+                         f"{len(node_ids)} are connected")
+    # Flower's sampling waits (forever) until min_available_nodes are connected: at the quorum,
+    # and the strategy refuses a round below it before Flower would wait.
+    strategy = federated_strategy(
+        proximal=cfg.strategy == "fedprox", aggregation=cfg.aggregation, validating=validating,
+        proximal_mu=cfg.proximal_mu, trim_fraction=cfg.trim_fraction, krum_malicious=cfg.krum_malicious,
+        update_check=UpdateCheck(max_examples=max_examples, num_partitions=num_partitions), node_ids=node_ids,
+        quorum=cfg.quorum, round_timeout=cfg.round_timeout,
         fraction_train=1.0, fraction_evaluate=1.0 if validating else 0.0,
-        min_train_nodes=num, min_evaluate_nodes=num, min_available_nodes=num,
+        min_train_nodes=cfg.quorum, min_evaluate_nodes=cfg.quorum, min_available_nodes=cfg.quorum,
         weighted_by_key="num-examples",
         train_metrics_aggr_fn=partial(aggregate_with_extremes, extremes=cfg.defence_spec.extreme_metrics),
     )
-    if cfg.strategy == "fedprox":
-        cls = ValidationSelectingFedProx if validating else OrderedFedProx
-        strategy = cls(proximal_mu=cfg.proximal_mu, **common)
-    else:
-        strategy = (ValidationSelectingFedAvg if validating else OrderedFedAvg)(**common)
+    aggregation = AggregationSummary(
+        rule=cfg.aggregation, flower_strategy=type(strategy).__name__, max_examples=max_examples,
+        description=aggregation_words(cfg.aggregation, trim_fraction=cfg.trim_fraction,
+                                      krum_malicious=cfg.krum_malicious),
+        trim_fraction=cfg.trim_fraction if cfg.aggregation == "trimmed-mean" else None,
+        krum_malicious=cfg.krum_malicious if cfg.aggregation == "krum" else None,
+    )
     ends: dict[int, float] = {}
+    tested: dict[int, MetricRecord] = {}
 
     def timed_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         ends[server_round] = time.perf_counter() - started  # Flower calls it once a round's model is ready
-        return evaluate_fn(server_round, arrays)
+        metrics = evaluate_fn(server_round, arrays)
+        if metrics is not None:
+            tested[server_round] = metrics
+        return metrics
 
     started = time.perf_counter()
-    result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()), num_rounds=cfg.num_rounds,
-                            timeout=cfg.round_timeout, evaluate_fn=timed_evaluate)
+    try:
+        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                                num_rounds=cfg.num_rounds, timeout=cfg.round_timeout, evaluate_fn=timed_evaluate)
+    except QuorumLost as err:
+        err.completed_rounds = max((r for r in ends if r > 0), default=0)
+        err.history = [{"round": r, **{k.replace("-", "_"): float(v) for k, v in m.items()}}
+                       for r, m in sorted(tested.items()) if r > 0]
+        raise
     seconds = time.perf_counter() - started
     history = []
     for rnd in range(1, cfg.num_rounds + 1):
@@ -95,4 +124,5 @@ def run_iterative(
         history.append(row)
     selected = (strategy.selected if validating
                 else SelectedModel(server_round=cfg.num_rounds, val_loss=float("nan"), arrays=result.arrays))
-    return IterativeOutcome(history=history, selected=selected, initial_state=initial_state, seconds=seconds)
+    return IterativeOutcome(history=history, selected=selected, initial_state=initial_state, seconds=seconds,
+                            rounds=strategy.rounds, aggregation=aggregation)

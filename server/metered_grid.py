@@ -5,7 +5,8 @@ payload bytes sent to parties (their download) and received from them (their upl
 per node, and a ``send_and_receive`` that polls with a short, growing interval (5 ms, up to
 0.1 s while nothing arrives; Flower's own grids sleep 0.1 s to 3 s between polls, which would
 dominate a small simulated round). It also notes when the first message left and the first
-reply came back (``time.time()``), for the start-up figures of a run.
+reply came back (``time.time()``), for the start-up figures of a run, and which node each
+message went to (:meth:`MeteredGrid.destination_of`), so that a reply is attributed to that node.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ class MeteredGrid(Grid):
         self.messages_received = 0
         self.first_push_time: float | None = None
         self.first_reply_time: float | None = None
+        self._destinations: dict[str, int] = {}
 
     # -- counting ------------------------------------------------------------------------
     @property
@@ -80,10 +82,19 @@ class MeteredGrid(Grid):
         return self._grid.get_nodes()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = self._grid.push_messages(list(self._count_sent(messages)))
+        messages = list(self._count_sent(messages))
+        ids = list(self._grid.push_messages(messages))
+        for mid, msg in zip(ids, messages, strict=False):
+            if mid:
+                self._destinations[mid] = msg.metadata.dst_node_id
         if self.first_push_time is None:
             self.first_push_time = time.time()
         return ids
+
+    def destination_of(self, reply: Message) -> int | None:
+        """The node the message ``reply`` answers was sent to (a SuperLink's error reply for a
+        node that is gone has the SuperLink as its sender), or ``None`` if not sent here."""
+        return self._destinations.get(reply.metadata.reply_to_message_id)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self._grid.pull_messages(message_ids))

@@ -11,12 +11,19 @@ import math
 from typing import Any
 
 from common.config import RunConfig
-from common.run_summary import Communication, Outcome, Participation, RunSummary
+from common.run_summary import (
+    AggregationSummary,
+    Communication,
+    Outcome,
+    Participation,
+    RoundParticipation,
+    RunSummary,
+)
 from server.metered_grid import MeteredGrid
 from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
 from server.strategies.local_only import LocalOnlyResult
 
-__all__ = ["communication", "iterative_parts", "local_only_parts", "one_shot_parts", "table_lines"]
+__all__ = ["communication", "iterative_parts", "local_only_parts", "one_shot_parts", "round_accounting", "table_lines"]
 
 
 def communication(grid: MeteredGrid, num_parties: int) -> Communication:
@@ -65,9 +72,39 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
     }
 
 
+def round_accounting(cfg: RunConfig, rounds: list[RoundParticipation], *, expected: int,
+                     connected: list[int]) -> dict[str, Any]:
+    """FedProx / FedAvg participation: per round and stage (``round_participation``), every
+    rejection (``rejections``: round, stage, node, party, reason) and every error reply,
+    missing reply or absence (``failures``), and the run's :class:`Participation`, where a
+    contributing party is one whose update entered at least one round and a non-contributing
+    node one that missed at least one training round."""
+    rejections, failures = [], []
+    for row in rounds:
+        for entry in row.left_out:
+            where = {"round": row.round, "stage": row.stage, "node-id": entry.node_id,
+                     "partition-id": entry.partition_id}
+            if entry.outcome == "rejected":
+                rejections.append({**where, "reason": entry.reason})
+            else:
+                failures.append({**where, "outcome": entry.outcome, "error": entry.reason})
+    train = [row for row in rounds if row.stage == "train"]
+    return {
+        "round_participation": rounds,
+        "rejections": rejections,
+        "failures": failures,
+        "participation": Participation(
+            expected=expected, connected=len(connected), quorum=cfg.quorum,
+            contributed_partitions=sorted({pid for row in train for pid in row.contributed_partitions}),
+            contributed_nodes=sorted({nid for row in train for nid in row.contributed_nodes}),
+            not_contributing_nodes=sorted({e.node_id for row in train for e in row.left_out}),
+        ),
+    }
+
+
 def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel | None,
-                    train_seconds: float) -> dict[str, Any]:
-    """The iterative fields of the run summary (FedProx / FedAvg)."""
+                    train_seconds: float, *, aggregation: AggregationSummary | None = None) -> dict[str, Any]:
+    """The iterative fields of the run summary (FedProx / FedAvg), with the aggregation rule."""
     if selected is None:
         raise RuntimeError("no round produced a validation loss to select on")
     best = next(r for r in history if r["round"] == selected.server_round)
@@ -79,6 +116,7 @@ def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel
                           last_test_accuracy=history[-1]["test_accuracy"], train_seconds=train_seconds,
                           seconds_per_round=train_seconds / cfg.num_rounds),
         "defence": cfg.defence_spec.summary(cfg, history),
+        "aggregation": aggregation,
         "history": history,
     }
 
@@ -137,6 +175,11 @@ def table_lines(summary: RunSummary) -> list[str]:
     if summary.local_only is not None:
         rows.insert(4, ("each party alone", f"mean {100 * summary.local_only['mean']:.2f} %, worst party "
                         f"{100 * summary.local_only['worst']:.2f} % (no collaboration)"))
+    if summary.aggregation is not None and summary.aggregation.rule != "mean":
+        rows.insert(4, ("aggregation", summary.aggregation.description))
+    if summary.round_participation:
+        rows.append(("left out", f"{len(summary.rejections)} rejected, {len(summary.failures)} missing or failed "
+                     "replies (round_participation)"))
     if summary.defence is not None and not get_defence(summary.defence.defence).plain:
         rows[3:3] = get_defence(summary.defence.defence).log_rows(summary.defence.model_dump())
     width = max(len(k) for k, _ in rows)

@@ -1,39 +1,80 @@
-"""A ClientApp that plays a broken party, for the tests only.
+"""A ClientApp that plays a broken or hostile party, for the tests only.
 
-It wraps the production handlers of :mod:`client.app` and, when the SuperNode's node config
-sets ``test-fault``, misbehaves: ``"silent"`` never answers a query (for ``test-fault-seconds``),
-``"nan-upload"`` uploads NaN inputs. The production ClientApp has no such switch; only a test
-that builds an app whose ``clientapp`` component is ``tests.fault_injection:app``
+It wraps the production handlers of :mod:`client.app` and, when the party has a fault,
+misbehaves. A deployed SuperNode gets its fault from its node config (``test-fault``, with
+``test-fault-seconds`` / ``test-fault-round``); a simulated party, whose node config Flower
+fills itself, from the plan ``<output-dir>/test-faults.json`` that the test writes before the
+run (``{"<partition-id>": {"test-fault": ..., "test-fault-round": ...}}``).
+
+One-shot (``query``): ``"silent"`` never answers (for ``test-fault-seconds``), ``"nan-upload"``
+uploads NaN inputs. FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a
+model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
+validation loss of ``-1e6``, ``"crash"`` raises from round ``test-fault-round`` (default 1) on,
+as a party that dies mid-run.
+
+The production ClientApp has no such switch; only a test that builds an app whose
+``clientapp`` component is ``tests.fault_injection:app``
 (:func:`tests.app_variants.app_with_components`) installs this one.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from client import app as production
 
 app = ClientApp()
 
-FAULTS = ("silent", "nan-upload")
+FAULTS = ("silent", "nan-upload", "nan-weights", "negative-examples", "low-val-loss", "crash")
+PLAN_NAME = "test-faults.json"
+
+
+def write_fault_plan(output_dir: Path, plan: dict[int, dict]) -> Path:
+    """Write the simulated parties' faults (partition id -> node-config-like entry)."""
+    path = Path(output_dir) / PLAN_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({str(pid): entry for pid, entry in plan.items()}), encoding="utf-8")
+    return path
+
+
+def _options(context: Context) -> dict:
+    """This party's fault settings: the node config's, else its entry in the run's plan."""
+    if context.node_config.get("test-fault"):
+        options = dict(context.node_config)
+    else:
+        plan = Path(str(context.run_config.get("output-dir", ""))).expanduser() / PLAN_NAME
+        entries = json.loads(plan.read_text(encoding="utf-8")) if plan.is_file() else {}
+        options = entries.get(str(context.node_config.get("partition-id")), {})
+    fault = options.get("test-fault")
+    if fault and fault not in FAULTS:
+        raise ValueError(f"unknown test-fault {fault!r}; known: {', '.join(FAULTS)}")
+    return options
 
 
 def _fault(context: Context) -> str | None:
-    fault = context.node_config.get("test-fault")
-    if fault and fault not in FAULTS:
-        raise ValueError(f"unknown test-fault {fault!r}; known: {', '.join(FAULTS)}")
-    return fault or None
+    return _options(context).get("test-fault") or None
+
+
+def _crash_if_due(msg: Message, context: Context) -> None:
+    options = _options(context)
+    if options.get("test-fault") != "crash":
+        return
+    server_round = int(msg.content["config"].get("server-round", 1)) if "config" in msg.content else 1
+    if server_round >= int(options.get("test-fault-round", 1)):
+        raise RuntimeError(f"test fault: party crashed in round {server_round}")
 
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     fault = _fault(context)
     if fault == "silent":  # a party that never answers (the server's quorum must carry the run)
-        time.sleep(float(context.node_config.get("test-fault-seconds", 3600.0)))
+        time.sleep(float(_options(context).get("test-fault-seconds", 3600.0)))
     reply = production.query(msg, context)
     if fault == "nan-upload":  # a malformed upload (the server must reject it and go on)
         release = reply.content["release"]
@@ -47,9 +88,27 @@ def query(msg: Message, context: Context) -> Message:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return production.train(msg, context)
+    _crash_if_due(msg, context)
+    fault = _fault(context)
+    reply = production.train(msg, context)
+    if fault not in ("nan-weights", "negative-examples"):
+        return reply
+    arrays = {key: reply.content["arrays"][key] for key in reply.content["arrays"]}
+    metrics = dict(reply.content["metrics"])
+    if fault == "nan-weights":  # a poisoned model (the server must leave it out of the round)
+        arrays = {key: Array(np.full(a.shape, np.nan, a.dtype)) if np.issubdtype(a.dtype, np.floating) else Array(a)
+                  for key, a in ((key, array.numpy()) for key, array in arrays.items())}
+    else:  # a negative weight (the mean would subtract the update)
+        metrics["num-examples"] = -abs(int(metrics["num-examples"]))
+    return Message(RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return production.evaluate(msg, context)
+    _crash_if_due(msg, context)
+    reply = production.evaluate(msg, context)
+    if _fault(context) == "low-val-loss" and "val-loss" in reply.content["metrics"]:  # steering the selection
+        metrics = dict(reply.content["metrics"])
+        metrics["val-loss"] = -1e6
+        return Message(RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    return reply

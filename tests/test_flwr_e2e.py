@@ -199,8 +199,8 @@ def test_fedprox_selection_on_validation(flower, tmp_path):
     assert comm["bytes_downloaded"] == pytest.approx(2 * comm["bytes_uploaded"], rel=0.01)
 
 
-_VOLATILE = ("seconds", "started_utc", "memory", "run-name", "output-dir", "node-id", "nodes", "buffer_peak_bytes",
-             "grow_events")
+_VOLATILE = ("seconds", "started_utc", "memory", "run-name", "output-dir", "node-id", "node_id", "nodes",
+             "buffer_peak_bytes", "grow_events")
 
 
 def _stable(value):

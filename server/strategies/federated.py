@@ -1,5 +1,6 @@
 """FedProx / FedAvg through Flower's own strategies, with round selection on the parties'
-validation loss as a small subclass.
+validation loss as a small subclass, every reply screened (:mod:`server.strategies.screening`)
+and the aggregation rule a run-config choice (:func:`federated_strategy`).
 
 :class:`ValidationSelection` is a mixin over any Flower strategy: ``configure_evaluate``
 remembers the global model it sends for evaluation in that round, ``aggregate_evaluate``
@@ -16,12 +17,16 @@ from dataclasses import dataclass
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg, FedProx
+from flwr.serverapp.strategy import FedAvg, FedMedian, FedProx, FedTrimmedAvg, Krum
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
+from server.strategies.screening import ScreenedReplies
+from server.update_check import UpdateCheck
+
 __all__ = [
-    "CanonicalReplyOrder", "OrderedFedAvg", "OrderedFedProx", "SelectedModel", "ValidationSelectingFedAvg",
-    "ValidationSelectingFedProx", "aggregate_with_extremes",
+    "AGGREGATORS", "CanonicalReplyOrder", "OrderedFedAvg", "OrderedFedProx", "SelectedModel",
+    "ValidationSelectingFedAvg", "ValidationSelectingFedProx", "aggregate_with_extremes", "aggregation_words",
+    "federated_strategy",
 ]
 
 SELECTED_BY_VALIDATION = "round with the lowest size-weighted validation loss of the parties"
@@ -100,6 +105,68 @@ class ValidationSelectingFedAvg(ValidationSelection, OrderedFedAvg):
 
 class ValidationSelectingFedProx(ValidationSelection, OrderedFedProx):
     """:class:`OrderedFedProx` with :class:`ValidationSelection`."""
+
+
+AGGREGATORS: dict[str, type[FedAvg]] = {"mean": FedAvg, "median": FedMedian, "trimmed-mean": FedTrimmedAvg,
+                                         "krum": Krum}
+"""The run config's ``aggregation`` -> the Flower strategy whose ``aggregate_train`` combines
+the accepted models."""
+
+
+def aggregation_words(rule: str, *, trim_fraction: float, krum_malicious: int) -> str:
+    r"""The aggregation rule in words and maths, for the summary.
+
+    With accepted models :math:`w_1, \dots, w_n` (party order) and reported sizes :math:`n_k`:
+    mean :math:`\sum_k n_k w_k / \sum_k n_k`; median the coordinate-wise median; trimmed-mean
+    the coordinate-wise mean after dropping the :math:`\lfloor \beta n \rfloor` smallest and
+    largest values; krum the single :math:`w_i` minimising
+    :math:`\sum_{j \in N_i} \lVert w_i - w_j \rVert^2` over its :math:`\max(1, n - f - 2)`
+    nearest others :math:`N_i`.
+    """
+    return {
+        "mean": "size-weighted mean of the accepted models (FedAvg)",
+        "median": "coordinate-wise median of the accepted models (sizes ignored)",
+        "trimmed-mean": f"coordinate-wise mean after cutting floor({trim_fraction:g} n) models at each end "
+                        "(sizes ignored)",
+        "krum": f"the one accepted model closest to its n - {krum_malicious} - 2 nearest others (Krum, f = "
+                f"{krum_malicious})",
+    }[rule]
+
+
+def federated_strategy(*, proximal: bool, aggregation: str, validating: bool, proximal_mu: float,
+                       trim_fraction: float, krum_malicious: int, update_check: UpdateCheck, node_ids: list[int],
+                       quorum: int, round_timeout: float, **flower_kwargs) -> FedAvg:  # noqa: ANN003
+    """A Flower strategy for one FedProx / FedAvg run, composed from Flower's own classes.
+
+    Bases, in order: :class:`ScreenedReplies` (every reply checked, party order, quorum), then
+    :class:`ValidationSelection` with ``validating``, then Flower's ``FedProx`` when
+    ``proximal`` (its server side only sends ``proximal-mu``; the term is the parties'), then
+    the aggregator :data:`AGGREGATORS` names (``FedMedian``, ``FedTrimmedAvg``, ``Krum``;
+    ``FedAvg``'s weighted mean otherwise). The aggregators' own parameters are their public
+    attributes ``beta`` and ``num_malicious_nodes``, set after ``FedProx.__init__`` (which does
+    not forward them).
+    """
+    aggregator = AGGREGATORS[aggregation]
+    bases: list[type] = [ScreenedReplies]
+    if validating:
+        bases.append(ValidationSelection)
+    if proximal:
+        bases.append(FedProx)
+    if aggregator is not FedAvg or not proximal:
+        bases.append(aggregator)
+    name = "+".join(b.__name__ for b in bases[1 + validating:])
+    cls = type(name, tuple(bases), {"__doc__": f"{name} with every reply screened, in party order."})
+    if proximal:
+        flower_kwargs["proximal_mu"] = proximal_mu
+    strategy = cls(update_check=update_check, node_ids=node_ids, quorum=quorum, round_timeout=round_timeout,
+                   **flower_kwargs)
+    if aggregator is FedTrimmedAvg:
+        if not 0.0 <= trim_fraction < 0.5:
+            raise ValueError(f"trim-fraction {trim_fraction} is not in [0, 0.5)")
+        strategy.beta = trim_fraction
+    if aggregator is Krum:
+        strategy.num_malicious_nodes = krum_malicious
+    return strategy
 
 
 def aggregate_with_extremes(replies: list[RecordDict], weighted_by_key: str, *,
