@@ -3,8 +3,11 @@ every round, each reply screened, the aggregation rule the run config's."""
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -20,7 +23,31 @@ from server.strategies.federated import aggregation_words, federated_strategy
 from server.strategies.screening import QuorumLost
 from server.update_check import UpdateCheck
 
-__all__ = ["IterativeOutcome", "QuorumLost", "run_iterative"]
+__all__ = ["IterativeOutcome", "QuorumLost", "progress_rounds", "quiet_flower_rounds", "run_iterative"]
+
+log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
+
+
+def progress_rounds(num_rounds: int) -> set[int]:
+    """The rounds that get a progress line: about one per 10 % of the rounds, and the last."""
+    step = max(1, math.ceil(num_rounds / 10))
+    return {r for r in range(step, num_rounds + 1, step)} | {num_rounds}
+
+
+@contextmanager
+def quiet_flower_rounds() -> Iterator[None]:
+    """Hide Flower's per-round INFO lines (about seven a round, and the whole history at the
+    end) while a strategy runs; warnings and errors still show, and so do this app's own INFO
+    lines (its logger's level is set explicitly). The history is in the run summary."""
+    flower, ours = logging.getLogger("flwr"), log
+    before = (flower.level, ours.level)
+    flower.setLevel(logging.WARNING)
+    ours.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        flower.setLevel(before[0])
+        ours.setLevel(before[1])
 
 
 @dataclass
@@ -94,18 +121,27 @@ def run_iterative(
     )
     ends: dict[int, float] = {}
     tested: dict[int, MetricRecord] = {}
+    shown = progress_rounds(cfg.num_rounds)
 
     def timed_evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         ends[server_round] = time.perf_counter() - started  # Flower calls it once a round's model is ready
         metrics = evaluate_fn(server_round, arrays)
         if metrics is not None:
             tested[server_round] = metrics
+            if server_round in shown and "test-accuracy" in metrics:
+                log.info("round %d/%d: test accuracy %.2f %%, test loss %.4f (%.1f s)", server_round,
+                         cfg.num_rounds, 100 * float(metrics["test-accuracy"]), float(metrics["test-loss"]),
+                         ends[server_round])
         return metrics
 
+    log.info("%s, %d rounds, %s aggregation: a line per %d round(s); the full history goes to the summary",
+             type(strategy).__name__, cfg.num_rounds, cfg.aggregation, min(shown))
     started = time.perf_counter()
     try:
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
-                                num_rounds=cfg.num_rounds, timeout=cfg.round_timeout, evaluate_fn=timed_evaluate)
+        with quiet_flower_rounds():
+            result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+                                    num_rounds=cfg.num_rounds, timeout=cfg.round_timeout,
+                                    evaluate_fn=timed_evaluate)
     except QuorumLost as err:
         err.completed_rounds = max((r for r in ends if r > 0), default=0)
         err.history = [{"round": r, **{k.replace("-", "_"): float(v) for k, v in m.items()}}
