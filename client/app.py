@@ -9,7 +9,14 @@
   under the run's client-side defence (:mod:`common.defences`); DP-Mix parties also report
   their (epsilon, delta) so far.
 * ``evaluate``: the global model on the party's clean validation part, used by the server
-  to select a round; the test set is only ever touched by the server.
+  to select a round. In a node-local run without a server test set, a message carrying
+  ``test-steps`` asks for the reported (and last) model's loss and accuracy on the party's
+  own test part, answered with the sizes of its parts (:mod:`server.federated_evaluation`); the
+  test part never chooses a model.
+
+Where the party's data comes from: its partition of the run's data set (simulation,
+``data-source = "partition"``), or the SuperNode's own data named by the node config's
+``data-path`` and ``data-format`` (``data-source = "node-local"``, :mod:`client.local_party`).
 
 The handlers are plain functions of ``(msg, context)`` so that another ClientApp (the
 tests' fault-injecting one, say) can wrap them.
@@ -26,9 +33,10 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from client.local_party import local_party
 from client.party import PartyData, load_party
 from client.release import make_release, to_upload_dtype
 from common.config import RunConfig, parse_run_config
@@ -64,6 +72,8 @@ def run_config_of(context: Context) -> RunConfig:
 
 def _party(context: Context) -> tuple[RunConfig, PartyData]:
     cfg = run_config_of(context)
+    if cfg.node_local:
+        return cfg, local_party(cfg, context.node_config)
     pid = int(context.node_config["partition-id"])
     num = int(context.node_config["num-partitions"])
     return cfg, load_party(cfg, pid, num)
@@ -196,6 +206,8 @@ def evaluate(msg: Message, context: Context) -> Message:
     one-shot selection round, the loss of every candidate checkpoint the server sent."""
     cfg, party = _party(context)
     config = msg.content["config"] if "config" in msg.content else {}
+    if "test-steps" in config:
+        return _evaluate_test(cfg, party, msg, [int(step) for step in config["test-steps"]])
     if "candidate-steps" in config:
         metrics: dict = {"num-examples": int(party.val_x.shape[0]), "partition-id": party.partition_id}
         for step in config["candidate-steps"]:
@@ -207,3 +219,17 @@ def evaluate(msg: Message, context: Context) -> Message:
     metrics = MetricRecord({"num-examples": int(party.val_x.shape[0]), "partition-id": party.partition_id,
                             "val-loss": loss, "val-accuracy": accuracy})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _evaluate_test(cfg: RunConfig, party: PartyData, msg: Message, steps: list[int]) -> Message:
+    """The federated test: each sent model on the party's own test part, plus the sizes of
+    its parts and its data's format (no rows, no path)."""
+    if party.test_x is None:
+        raise ValueError("this party holds out no test part (a partition run, or the run names server-test-path)")
+    metrics: dict = {"num-examples": int(party.test_y.shape[0]), "partition-id": party.partition_id}
+    for step in steps:
+        model = _model(cfg, party, msg.content[f"model-{step}"])
+        metrics[f"test-loss-{step}"], metrics[f"test-accuracy-{step}"] = evaluate_model(model, party.test_x,
+                                                                                        party.test_y)
+    content = RecordDict({"metrics": MetricRecord(metrics), "data": ConfigRecord(party.description())})
+    return Message(content, reply_to=msg)

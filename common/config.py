@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from common.defences import DEFAULT_DEFENCE, DEFENCES, Defence, get_defence
 from common.encodings import DEFAULT_ENCODING, ENCODINGS, Encoding, get_encoding
+from common.node_local import check_node_local, floats, parse_shape
 from common.partition import PARTITIONERS, Partitioner, get_partitioner
 
 __all__ = ["ConfigError", "RunConfig", "parse_run_config"]
@@ -83,6 +84,66 @@ class RunConfig(BaseModel):
         0.1, gt=0, lt=0.5, description="share of each party's data held out for model selection (never the test set)"
     )
     seed: int = Field(0, ge=0, description='seed of partitioning, validation split, mixing, initialisation and batch order')
+
+    # Node-local data: every party brings its own (deployment); the contract all must agree on.
+    data_source: Literal["partition", "node-local"] = Field(
+        "partition", description=(
+            '`"partition"`: each party is a partition of `dataset` (simulation, the paper\'s tables). '
+            '`"node-local"`: each SuperNode reads its own data from its node config\'s `data-path` (and '
+            '`data-format`: `image-folder`, `npz`, `torchvision`); the keys below state what every party\'s data '
+            'must look like, and nothing about a party\'s rows follows from the run config'
+        )
+    )
+    classes: str = Field(
+        "", description=(
+            'node-local: the class names in order, comma-separated (image-folder subfolders and npz string '
+            'labels name them); empty = only `num-classes`, labels are indices `0..num-classes-1`'
+        )
+    )
+    num_classes: int = Field(0, ge=0, description='node-local: number of classes (0 = as many as `classes` names)')
+    input_kind: Literal["image", "vector"] = Field(
+        "image", description='node-local: `image` (uint8 pixels, channels x height x width) or `vector` (float rows)'
+    )
+    input_shape: str = Field(
+        "", description='node-local: shape of one sample, e.g. `3x32x32` (image: channels 1 or 3) or `64` (vector)'
+    )
+    unknown_classes: Literal["refuse", "drop"] = Field(
+        "refuse", description=(
+            'node-local: a party holding a class the run does not name refuses (`refuse`, naming the class) or '
+            'leaves those rows out and counts them (`drop`)'
+        )
+    )
+    image_mean: str = Field("0.5", description='node-local images: per-channel mean after /255, one value or one per channel')
+    image_std: str = Field("0.5", description='node-local images: per-channel std after /255, one value or one per channel')
+    vector_range: str = Field(
+        "0,1", description=(
+            'node-local vectors: `lo,hi`, the valid range of every value (the clamped mode clips to it; a party '
+            'holding a value outside refuses)'
+        )
+    )
+    local_test_fraction: float = Field(
+        0.2, gt=0, lt=0.5, description=(
+            'node-local without `server-test-path`: share of each party\'s own data held out as its test part '
+            '(drawn from `seed` and the party\'s data); the summary reports the size-weighted federated test '
+            'accuracy and each party\'s'
+        )
+    )
+    server_test_path: str = Field(
+        "", description=(
+            'node-local: absolute path of labelled test data on the server\'s machine; when set the server '
+            'evaluates on it and the parties hold out no test part'
+        )
+    )
+    server_test_format: Literal["image-folder", "npz", "torchvision"] = Field(
+        "image-folder", description='format of `server-test-path` (as a party\'s `data-format`)'
+    )
+    backbone_sha256: str = Field(
+        "", description=(
+            'with a backbone and `backbone-weights` a file path: the SHA-256 of that file (as `sha256sum` prints '
+            'it); every party (and the server) reads the file from its own disk and refuses another one, naming '
+            'both hashes. Required for node-local backbone runs'
+        )
+    )
 
     # Singularized mixup (Algorithm 1, Theorem 2).
     tau: float = Field(1e-6, gt=0, description="Theorem 2's directional-SNR target")
@@ -313,7 +374,7 @@ class RunConfig(BaseModel):
             )
         return expanded
 
-    @field_validator("data_dir", "diffusion_model_path")
+    @field_validator("data_dir", "diffusion_model_path", "server_test_path")
     @classmethod
     def _absolute_data_dir(cls, value: str) -> str:
         expanded = os.path.expanduser(value)
@@ -380,6 +441,21 @@ class RunConfig(BaseModel):
             self.encoding_spec.check_config(self)
         else:
             self.defence_spec.check_config(self)
+        if self.node_local:
+            check_node_local(self)
+        else:
+            for key, value in (("server-test-path", self.server_test_path), ("classes", self.classes),
+                               ("input-shape", self.input_shape)):
+                if value:
+                    raise ValueError(f"{key}: only used with data-source = 'node-local' (a partition of "
+                                     f"{self.dataset} takes its classes, shape and test split from the data set)")
+        if self.backbone_sha256:
+            if len(self.backbone_sha256) != 64 or any(c not in "0123456789abcdef" for c in self.backbone_sha256):
+                raise ValueError("backbone-sha256: 64 lower-case hex digits, as sha256sum prints them")
+            if not self.uses_backbone or not os.path.isabs(self.backbone_weights):
+                raise ValueError("backbone-sha256: only used with a backbone whose backbone-weights is a file path")
+        if self.node_local:
+            return self
         if self.dataset == "digits" and self.backbone != "none":
             raise ValueError("backbone: digits holds 8x8 feature rows, not images; use backbone = 'none'")
         if self.dataset != "digits" and not self.data_dir and not self.download:
@@ -388,6 +464,46 @@ class RunConfig(BaseModel):
                 "folder, or download = true on a machine with internet"
             )
         return self
+
+    @property
+    def node_local(self) -> bool:
+        """Every party reads its own data (``data-source = "node-local"``)."""
+        return self.data_source == "node-local"
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """``classes`` as a tuple (empty: labels are indices)."""
+        return tuple(n.strip() for n in self.classes.split(",")) if self.classes.strip() else ()
+
+    @property
+    def contract_num_classes(self) -> int:
+        return self.num_classes or len(self.class_names)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """``input-shape`` as a tuple of positive ints (``3x32x32`` or ``3,32,32``)."""
+        return parse_shape(self.input_shape)
+
+    @property
+    def image_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(image-mean, image-std)`` as tuples of floats."""
+        return floats("image-mean", self.image_mean), floats("image-std", self.image_std)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """``vector-range`` as ``(lo, hi)``."""
+        values = floats("vector-range", self.vector_range)
+        if len(values) != 2:
+            raise ValueError(f"vector-range: two numbers lo,hi; got {self.vector_range!r}")
+        return values[0], values[1]
+
+    @property
+    def data_contract(self):  # noqa: ANN201 - loaders.local.DataContract (imported on use)
+        """What every party's own data must look like (:class:`loaders.local.DataContract`)."""
+        from loaders.local import DataContract
+
+        return DataContract(classes=self.class_names, num_classes=self.contract_num_classes, kind=self.input_kind,
+                            shape=self.sample_shape, unknown_classes=self.unknown_classes)
 
     @property
     def clamp_partner(self) -> bool:

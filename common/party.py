@@ -1,7 +1,8 @@
 """One party's private data, as the encodings and defences see it (no Flower, no files).
 
-The client builds it (:func:`client.party.load_party`): from its partition of a data set in
-simulation. What needs the data set's files or a backbone (the image space of a backbone
+The client builds it: from its partition of a data set in simulation
+(:func:`client.party.load_party`), from the SuperNode's own data in a node-local run
+(:func:`client.local_party.local_party`). What needs the data set's files or a backbone (the image space of a backbone
 run, the public pool) is handed in as objects with a small interface, so that the maths here
 never reads files itself.
 """
@@ -42,7 +43,10 @@ class PartyData:
     valid range of each input coordinate for the clamped mode, ``None`` for features.
     ``image_shape`` is ``(C, H, W)`` of one raw input (``None`` for features).
     ``public_pool()`` returns the run's public pool in the same input space (``None``: the run
-    holds none).
+    holds none). ``test_x`` / ``test_y``: the party's own test part, held out only in a
+    node-local run without a server test set (``None`` otherwise). ``source`` says where
+    the rows came from (``"partition"`` or the node-local ``data-format``); ``dropped``
+    counts rows of classes the run does not name that were left out.
     """
 
     partition_id: int
@@ -57,3 +61,13 @@ class PartyData:
     image_shape: tuple[int, int, int] | None = None
     image_space: ImageSpace | None = None
     public_pool: Callable[[], torch.Tensor] | None = None
+    test_x: torch.Tensor | None = None
+    test_y: torch.Tensor | None = None
+    source: str = "partition"
+    dropped: int = 0
+
+    def description(self) -> dict[str, int | str]:
+        """What the party tells the server about its data: the source and the size of each
+        part (never where it lives or what it holds)."""
+        return {"source": self.source, "num-train": int(self.train_y.shape[0]), "num-val": int(self.val_y.shape[0]),
+                "num-test": int(self.test_y.shape[0]) if self.test_y is not None else 0, "dropped": self.dropped}

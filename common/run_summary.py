@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.io import write_json_atomic
 
 __all__ = [
-    "AggregationSummary", "Communication", "DefenceSummary", "FailedRunSummary", "LeftOut", "Outcome", "Participation",
-    "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION", "UnionFigures", "read_summary",
+    "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FailedRunSummary", "LeftOut", "Outcome",
+    "Participation", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION", "UnionFigures",
+    "read_summary",
 ]
 
 SCHEMA_VERSION = 2
@@ -35,7 +36,9 @@ class _Model(BaseModel):
 class Outcome(_Model):
     """The model a run reports and how it was chosen."""
 
-    test_accuracy: float = Field(ge=0, le=1, description="of the selected model, on the server's test set")
+    test_accuracy: float = Field(ge=0, le=1, description=(
+        "of the selected model: on the server's test data, or size-weighted over the parties' own held-out test "
+        "parts (the summary's data_source.test says which)"))
     test_loss: float
     selection: str = Field(description="the selection rule's run-config value: last, validation, mixed-validation")
     selected_by: str = Field(description="the rule that chose the model, in words (never the test set)")
@@ -144,6 +147,23 @@ class AggregationSummary(_Model):
     max_examples: int = Field(ge=1, description="largest num-examples a reply may report (the training split's rows)")
 
 
+class DataSource(_Model):
+    """Where the parties' data came from and what the run was tested on.
+
+    ``parties`` holds what the server legitimately learned about each party's data: the
+    sizes of its parts and its data's format (from the federated test round), or, with a
+    server test set, the training rows each one-shot release carried.
+    """
+
+    kind: str = Field(description="'partition' (of a data set, simulation) or 'node-local' (each party's own data)")
+    description: str = Field(description="e.g. 'partition of digits (dirichlet, beta = 1)' or 'node-local: ...'")
+    test: str = Field(description="what the reported model was tested on")
+    parties: list[dict[str, Any]] = Field(default_factory=list)
+    federated_test: dict[str, Any] | None = Field(
+        None, description="node-local without a server test set: size-weighted accuracy and loss, rows, each party's"
+    )
+
+
 class RunSummary(_Model):
     """Everything one run reports. The result comes first; the full run config last."""
 
@@ -160,6 +180,7 @@ class RunSummary(_Model):
         None, description="strategy local-only: each party's own model's test accuracy, their mean and the worst"
     )
     union: UnionFigures | None = None
+    data_source: DataSource | None = Field(None, description="absent in summaries written before node-local data")
     memory: dict[str, Any] | None = None
     participation: Participation | None = None
     parties: list[dict[str, Any]] = Field(default_factory=list, description="each party's first-release metrics")

@@ -33,7 +33,9 @@ __all__ = [
     "BackboneWeights",
     "FrozenBackbone",
     "build_backbone",
+    "check_weights_file",
     "feature_dim",
+    "file_sha256",
 ]
 
 BACKBONES = ("resnet18", "resnet50")
@@ -114,6 +116,50 @@ class FrozenBackbone(nn.Module):
         if self.pool == "avg":
             return maps.mean(dim=(2, 3))
         return maps.flatten(1)
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (as ``sha256sum`` prints it), kept per path, size and mtime."""
+    file = Path(path).expanduser()
+    stat = file.stat()
+    key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def check_weights_file(path: str, expected_sha256: str) -> str:
+    """Refuse a weights file whose SHA-256 is not the one the run expects.
+
+    Every node reads the backbone from its own disk; the run config names the file's hash so
+    that all parties (and the server) extract features with the same weights.
+
+    Returns
+    -------
+    str
+        The file's SHA-256.
+
+    Raises
+    ------
+    BackboneError
+        The file is missing, or its hash differs (both hashes named).
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BackboneError(f"backbone-weights = {path!r}: no such file on this node (the run expects a file with "
+                            f"SHA-256 {expected_sha256})")
+    found = file_sha256(file)
+    if found != expected_sha256.lower():
+        raise BackboneError(f"backbone-weights = {path!r}: this node's file has SHA-256 {found}, the run expects "
+                            f"{expected_sha256.lower()} (backbone-sha256); copy the right weights file here")
+    return found
 
 
 def _state_dict_digest(state: dict[str, torch.Tensor]) -> str:

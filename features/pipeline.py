@@ -20,13 +20,14 @@ import torch
 from common.config import RunConfig
 from common.device import resolve_device
 from common.preprocess import NORMALISATION, ImagePreprocessing, channel_bounds
-from features.backbones import BackboneWeights, FrozenBackbone, build_backbone, feature_dim
+from features.backbones import BackboneWeights, FrozenBackbone, build_backbone, check_weights_file, feature_dim
 from features.cache import CacheResult, FeatureKey, cached_features, data_fingerprint
 from features.extraction import extract_features, forward_features
 from loaders import LabelledSplits, load_dataset
 
 __all__ = [
     "BackboneImageSpace",
+    "backbone_for",
     "load_run_data",
     "describe_inputs",
     "input_bounds",
@@ -50,7 +51,7 @@ def preprocessing_for(cfg: RunConfig, data: LabelledSplits) -> ImagePreprocessin
     """The image map of appendix E for this run; ``None`` for vector data."""
     if data.kind != "image":
         return None
-    mean, std = NORMALISATION[data.name]
+    mean, std = cfg.image_stats if cfg.node_local else NORMALISATION[data.name]
     if cfg.uses_backbone:
         return ImagePreprocessing(mean=mean, std=std, size=cfg.image_size, channels=3)
     return ImagePreprocessing(mean=mean, std=std)
@@ -78,6 +79,14 @@ def load_backbone(name: str, weights: str, pool: str, device: str) -> tuple[Froz
     return backbone, info
 
 
+def backbone_for(cfg: RunConfig, device: torch.device | str) -> tuple[FrozenBackbone, BackboneWeights]:
+    """The run's frozen backbone on ``device``; with ``backbone-sha256`` the weights file on
+    this machine's disk is checked against it first (a wrong file is refused, both hashes named)."""
+    if cfg.backbone_sha256:
+        check_weights_file(cfg.backbone_weights, cfg.backbone_sha256)
+    return load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+
+
 class BackboneImageSpace:
     """A backbone run's image space for a party's noise calibration
     (:class:`common.party.ImageSpace`): appendix E's preprocessing and the frozen backbone."""
@@ -96,7 +105,7 @@ class BackboneImageSpace:
 
     def features(self, images: torch.Tensor, *, device: torch.device) -> torch.Tensor:
         cfg = self._cfg
-        backbone, _ = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+        backbone, _ = backbone_for(cfg, device)
         return forward_features(backbone, images, device=device)
 
 
@@ -113,7 +122,7 @@ def split_features(cfg: RunConfig, data: LabelledSplits, split: str, *, device: 
     if not cfg.uses_backbone:
         raise ValueError("split_features needs a backbone")
     images, labels = _split(data, split)
-    backbone, weights = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+    backbone, weights = backbone_for(cfg, device)
     key = FeatureKey(
         dataset=data.name,
         split=split,
@@ -172,9 +181,12 @@ def split_inputs(
     return out
 
 
-def describe_inputs(cfg: RunConfig, data: LabelledSplits, *, input_dim: int, device: torch.device) -> dict:
+def describe_inputs(cfg: RunConfig, data: LabelledSplits, *, input_dim: int, device: torch.device,
+                    load_weights: bool = True) -> dict:
     """What the models were trained on, for the run summary: data, preprocessing, backbone
-    and the exact weights it used (source, name, SHA-256 of the tensors)."""
+    and the exact weights it used (source, name, SHA-256 of the tensors). Without
+    ``load_weights`` (a node-local server that never extracts features) the weights are
+    described by the file and its SHA-256 that every party checked."""
     pre = preprocessing_for(cfg, data)
     described: dict = {
         "dataset": data.name,
@@ -190,9 +202,11 @@ def describe_inputs(cfg: RunConfig, data: LabelledSplits, *, input_dim: int, dev
         },
     }
     if cfg.uses_backbone:
-        _, weights = load_backbone(cfg.backbone, cfg.backbone_weights, cfg.feature_pool, str(device))
+        weights = (backbone_for(cfg, device)[1].as_dict() if load_weights else
+                   {"source": "local-file", "name": cfg.backbone_weights, "file_sha256": cfg.backbone_sha256,
+                    "checked_by": "every party, on its own disk"})
         described.update(
-            backbone_weights=weights.as_dict(),
+            backbone_weights=weights,
             feature_pool=cfg.feature_pool,
             image_size=cfg.image_size,
             feature_cache_dir=cfg.feature_cache_dir,

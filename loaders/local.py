@@ -137,19 +137,24 @@ def _npz(path: Path, contract: DataContract) -> LocalData:
                      dropped=int((~keep).sum()), source=f"npz {path}")
 
 
-def _torchvision(path: Path, contract: DataContract, dataset: str) -> LocalData:
+def _torchvision(path: Path, contract: DataContract, dataset: str, split: str) -> LocalData:
     from loaders import load_dataset
 
     data = load_dataset(dataset, data_dir=str(path))
-    x, y = data.train_x, data.train_y
+    x, y = (data.train_x, data.train_y) if split == "train" else (data.test_x, data.test_y)
     _check_shape(x.numpy(), contract, str(path))
     if data.num_classes != contract.num_classes:
         raise LocalDataError(f"{path}: {dataset} has {data.num_classes} classes, the run names {contract.num_classes}")
-    return LocalData(x=x, y=y, source=f"torchvision {dataset} copy {path}")
+    return LocalData(x=x, y=y, source=f"torchvision {dataset} copy {path} ({split} split)")
 
 
-def load_local_data(path: str | Path, *, data_format: str, contract: DataContract, dataset: str = "") -> LocalData:
+def load_local_data(path: str | Path, *, data_format: str, contract: DataContract, dataset: str = "",
+                    split: str = "train") -> LocalData:
     """Read a party's data from its own disk and check it against the run's contract.
+
+    ``dataset`` and ``split`` only matter for the ``torchvision`` format: which data set the
+    copy holds and which of its splits to read (a party its training split, a server its
+    test split).
 
     Raises
     ------
@@ -167,7 +172,7 @@ def load_local_data(path: str | Path, *, data_format: str, contract: DataContrac
     elif data_format == "npz":
         found = _npz(path, contract)
     else:
-        found = _torchvision(path, contract, dataset)
+        found = _torchvision(path, contract, dataset, split)
     if found.y.numel() < 4:
         raise LocalDataError(f"{path}: {found.y.numel()} usable rows; a party needs at least 4")
     return found

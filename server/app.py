@@ -5,6 +5,10 @@
   validation loss (:mod:`server.strategies.federated`), central test evaluation every round.
 * ``local-only``: a reference point, each party trains alone (:mod:`server.strategies.local_only`).
 
+The parties' data is a partition of the run's data set (simulation) or each SuperNode's own
+(``data-source = "node-local"``); the test figures come from the server's test data or, in
+a node-local run without one, from every party's own test part (:mod:`server.evaluation`).
+
 Each run writes ``<output-dir>/<run-name>.json`` (:class:`common.run_summary.RunSummary`)
 and logs a short table.
 """
@@ -31,8 +35,9 @@ from common.config import ConfigError, RunConfig, parse_run_config
 from common.device import resolve_device
 from common.model import MixupClassifier
 from common.run_summary import FailedRunSummary, RunSummary
-from common.training import evaluate
-from features.pipeline import describe_inputs, input_bounds, load_run_data, split_inputs
+from features.pipeline import describe_inputs, input_bounds
+from server.evaluation import ServerTest, deferred_models, server_test, test_evaluation
+from server.federated_evaluation import FederatedTest, federated_test
 from server.iterative import QuorumLost, run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
@@ -40,6 +45,7 @@ from server.strategies import OneShot
 from server.strategies.local_only import LocalOnly
 from server.summary import (
     communication,
+    data_source,
     iterative_parts,
     local_only_parts,
     one_shot_parts,
@@ -58,24 +64,32 @@ def _run_name(cfg: RunConfig, num_parties: int) -> str:
     if cfg.run_name:
         return cfg.run_name.removesuffix(".json")
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    if cfg.node_local:
+        return f"{cfg.strategy}-node-local-P{num_parties}-seed{cfg.seed}-{stamp}"
     return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
 
 
-def _test_evaluation(cfg: RunConfig, test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int, device):  # noqa: ANN001, ANN202
-    """``evaluate_fn(step, arrays)`` on the server's test set (reports, never chooses). Its
-    model is built on the first call, after the strategy has seeded and initialised its own."""
-    holder: list[MixupClassifier] = []
+def _test_on_parties(grid: MeteredGrid, node_ids: list[int], models: dict[int, ArrayRecord],
+                     timeout: float) -> tuple[FederatedTest, dict[int, MetricRecord]]:
+    """The federated test of ``models`` and its figures per step, as the server's own
+    evaluation would have reported them."""
+    tested = federated_test(grid, node_ids, models, timeout=timeout)
+    return tested, {step: MetricRecord({"test-loss": loss, "test-accuracy": acc})
+                    for step, (loss, acc) in tested.per_step.items()}
 
-    def evaluate_fn(step: int, arrays: ArrayRecord) -> MetricRecord:
-        if not holder:
-            holder.append(MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=num_classes,
-                                          norm=cfg.model_norm).to(device))
-        model = holder[0]
-        model.load_state_dict(arrays.to_torch_state_dict())
-        loss, acc = evaluate(model, test_x, test_y)
-        return MetricRecord({"test-loss": loss, "test-accuracy": acc})
 
-    return evaluate_fn
+MAX_NODE_LOCAL_EXAMPLES = 2**31 - 1
+"""num-examples bound of a node-local run: the server knows no party's size in advance."""
+
+
+def _max_examples(cfg: RunConfig, data) -> int:  # noqa: ANN001
+    """The largest ``num-examples`` a FedProx reply may claim: the training split's rows when
+    the parties partition a data set (public: no party holds more); in a node-local run no
+    public bound exists (:data:`MAX_NODE_LOCAL_EXAMPLES`), so only robust aggregation
+    (``aggregation = "median" | "trimmed-mean" | "krum"``) limits an inflated claim."""
+    if cfg.node_local or getattr(data, "train_x", None) is None:
+        return MAX_NODE_LOCAL_EXAMPLES
+    return int(data.train_x.shape[0])
 
 
 def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
@@ -110,60 +124,77 @@ def main(grid: Grid, context: Context) -> None:
             log.error(line)
         raise SystemExit(f"invalid run config: {err}") from None
     device = resolve_device(cfg.device)
-    data = load_run_data(cfg)
-    # The server evaluates on the test split in the parties' input space (features when a
-    # backbone is used: the test split's extraction is cached like the training split's).
-    test_x = split_inputs(cfg, data, "test", device=device).to(device)
-    test_y = data.test_y.to(device)
+    test: ServerTest = server_test(cfg, device)
+    data, in_dim = test.data, test.in_dim
     metered = MeteredGrid(grid)
     node_ids = wait_for_nodes(metered, expected=cfg.expected_parties, quorum=cfg.quorum,
                               timeout=cfg.connect_timeout if cfg.expected_parties else cfg.round_timeout)
     nodes_ready = time.time()
-    log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
-    evaluate_fn = _test_evaluation(cfg, test_x, test_y, data.num_classes, device)
+    log.info("%s on %s with %d parties, server device %s; tested on %s", cfg.strategy,
+             "node-local data" if cfg.node_local else cfg.dataset, len(node_ids), device, test.description)
+    tested: FederatedTest | None = None
     if cfg.strategy == "one-shot-mixup":
+        evaluate_fn, kept = (deferred_models(lambda step: True) if test.federated
+                             else (test_evaluation(cfg, test, device), {}))
         strategy = OneShot(
             encoding=cfg.encoding_spec, model_fn=partial(MixupClassifier, norm=cfg.model_norm), release=cfg.release,
             central_epochs=cfg.central_epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
             seed=cfg.seed, quorum=cfg.quorum, max_upload_bytes=int(cfg.max_upload_mb * 2**20),
             upload_dtype=cfg.upload_dtype, selection=cfg.selection, selection_every=cfg.selection_every,
-            value_bound=cfg.encoding_spec.input_bound(cfg, value_bound=_largest_input(cfg, data),
-                                                      dim=int(test_x[0].numel())),
+            value_bound=cfg.encoding_spec.input_bound(cfg, value_bound=_largest_input(cfg, data), dim=in_dim),
             party_figures=cfg.party_figures, device=device,
         )
         result = strategy.start(
-            grid=metered, node_ids=node_ids, row_shape=tuple(test_x.shape[1:]), num_classes=data.num_classes,
+            grid=metered, node_ids=node_ids, row_shape=(in_dim,), num_classes=data.num_classes,
             num_partitions=max(cfg.expected_parties, len(node_ids)), timeout=cfg.round_timeout,
             evaluate_fn=evaluate_fn,
         )
+        if test.federated:  # after central training: the parties test the reported and the last model
+            tested, figures = _test_on_parties(metered, node_ids, kept, cfg.round_timeout)
+            result.evaluate_metrics_serverapp.update(figures)
         parts = one_shot_parts(cfg, result, expected=cfg.expected_parties or len(node_ids), connected=node_ids)
+        source = data_source(cfg, test=test.description, federated=tested, selected_step=result.selected_epoch,
+                             release_parties=result.parties)
     elif cfg.strategy == "local-only":
         torch.manual_seed(cfg.seed)
-        initial = MixupClassifier(in_dim=int(test_x[0].numel()), num_classes=data.num_classes, norm=cfg.model_norm)
+        initial = MixupClassifier(in_dim=in_dim, num_classes=data.num_classes, norm=cfg.model_norm)
         result = LocalOnly(epochs=cfg.central_epochs).start(
             grid=metered, node_ids=node_ids, initial_arrays=ArrayRecord(initial.state_dict()),
-            timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
+            timeout=cfg.round_timeout, evaluate_fn=test_evaluation(cfg, test, device))
         parts = local_only_parts(cfg, result)
+        source = data_source(cfg, test=test.description)
     else:
+        evaluate_fn, kept = (deferred_models(lambda step: step == cfg.num_rounds) if test.federated
+                             else (test_evaluation(cfg, test, device), {}))
         try:
-            # num-examples bound: no party holds more rows than the training split (public).
-            outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()),
-                                    num_classes=data.num_classes, max_examples=int(data.train_x.shape[0]),
+            outcome = run_iterative(metered, cfg, node_ids, in_dim=in_dim, num_classes=data.num_classes,
+                                    max_examples=_max_examples(cfg, data),
                                     num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
         except QuorumLost as err:
             _write_failed(cfg, err, node_ids, started=started, started_utc=started_utc)
             raise
+        if test.federated:  # after the last round: the parties test the reported and the last model
+            if outcome.selected is not None:
+                kept[outcome.selected.server_round] = outcome.selected.arrays
+            tested, figures = _test_on_parties(metered, node_ids, kept, cfg.round_timeout)
+            for row in outcome.history:
+                if row["round"] in figures:
+                    row.update({k.replace("-", "_"): float(v) for k, v in figures[row["round"]].items()})
         parts = iterative_parts(cfg, outcome.history, outcome.selected, outcome.seconds,
                                 aggregation=outcome.aggregation)
         parts.update(round_accounting(cfg, outcome.rounds, expected=cfg.expected_parties or len(node_ids),
                                       connected=node_ids))
+        source = data_source(cfg, test=test.description, federated=tested,
+                             selected_step=outcome.selected.server_round if outcome.selected else 0)
+    inputs = describe_inputs(cfg, data, input_dim=in_dim, device=device, load_weights=not test.federated)
+    if cfg.node_local:  # the server holds no party's rows: it knows their sizes only from the parties
+        inputs.update(train_rows=None, test_rows=tested.rows if tested is not None else inputs["test_rows"])
     summary = RunSummary(
         strategy=cfg.strategy, num_parties=len(node_ids), communication=communication(metered, len(node_ids)),
         wall_seconds=time.perf_counter() - started, started_utc=started_utc,
         versions={"flwr": flwr.__version__, "torch": torch.__version__, "python": platform.python_version()},
         server_device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-        inputs=describe_inputs(cfg, data, input_dim=int(test_x[0].numel()), device=device),
-        config=cfg.model_dump(by_alias=True), **parts,
+        inputs=inputs, data_source=source, config=cfg.model_dump(by_alias=True), **parts,
     )
     path = summary.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json")
     # The reported model (what every party receives, and what membership inference attacks) and,

@@ -14,6 +14,7 @@ from common.config import RunConfig
 from common.run_summary import (
     AggregationSummary,
     Communication,
+    DataSource,
     Outcome,
     Participation,
     RoundParticipation,
@@ -23,7 +24,8 @@ from server.metered_grid import MeteredGrid
 from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
 from server.strategies.local_only import LocalOnlyResult
 
-__all__ = ["communication", "iterative_parts", "local_only_parts", "one_shot_parts", "round_accounting", "table_lines"]
+__all__ = ["communication", "data_source", "iterative_parts", "local_only_parts", "one_shot_parts", "round_accounting",
+           "table_lines"]
 
 
 def communication(grid: MeteredGrid, num_parties: int) -> Communication:
@@ -136,6 +138,39 @@ def local_only_parts(cfg: RunConfig, result: LocalOnlyResult) -> dict[str, Any]:
     }
 
 
+def data_source(cfg: RunConfig, *, test: str, federated=None, selected_step: int = 0,  # noqa: ANN001
+                release_parties: list[dict] | None = None) -> DataSource:
+    """Where the data came from and what the reported model was tested on.
+
+    ``federated`` (:class:`server.federated_evaluation.FederatedTest`) gives each party's sizes and
+    test figures; without it (a server test set) a one-shot run still knows each party's
+    training rows from its release (``release_parties``).
+    """
+    if not cfg.node_local:
+        return DataSource(kind="partition", test=test,
+                          description=f"partition of {cfg.dataset} ({cfg.partitioner}, beta = {cfg.beta:g}, "
+                                      f"seed {cfg.seed})")
+    contract = (f"classes {', '.join(cfg.class_names) or f'0..{cfg.contract_num_classes - 1}'}; {cfg.input_kind} "
+                f"{'x'.join(map(str, cfg.sample_shape))}; unknown classes {cfg.unknown_classes}")
+    description = f"node-local: each party's own data ({contract})"
+    if federated is None:
+        parties = [{"partition-id": int(m["partition-id"]), "node-id": int(m["node-id"]),
+                    "num-train": int(m["num-examples"])} for m in (release_parties or [])]
+        return DataSource(kind="node-local", description=description, test=test, parties=parties)
+    parties = []
+    for party in federated.parties:
+        row = {k: v for k, v in party.items() if not k.startswith("test-")}
+        row["test-accuracy"] = party[f"test-accuracy-{selected_step}"]
+        row["test-loss"] = party[f"test-loss-{selected_step}"]
+        parties.append(row)
+    loss, accuracy = federated.per_step[selected_step]
+    figures = {"accuracy": accuracy, "loss": loss, "rows": federated.rows, "model_step": selected_step,
+               "per_party_accuracy": {str(p["partition-id"]): p["test-accuracy"] for p in parties},
+               **federated.figures}
+    return DataSource(kind="node-local", description=description, test=test, parties=parties,
+                      federated_test=figures)
+
+
 SELECTED_ALONE = "each party's own model after central-epochs (no collaboration); the mean over parties"
 
 
@@ -163,10 +198,19 @@ def table_lines(summary: RunSummary) -> list[str]:
          f"{config['partitioner']} beta = {config['beta']}"),
         ("seed", str(config["seed"])),
         ("test accuracy", f"{100 * acc.test_accuracy:.2f} %  ({acc.selected_by})"),
+        ("tested on", summary.data_source.test if summary.data_source else "the server's test split"),
         ("rounds", str(summary.rounds)),
         ("uploaded / downloaded", f"{_fmt_bytes(comm.bytes_uploaded)} / {_fmt_bytes(comm.bytes_downloaded)}"),
         ("wall time", f"{summary.wall_seconds:.1f} s"),
     ]
+    source = summary.data_source
+    if source is not None and source.kind == "node-local":
+        sizes = ", ".join(f"{p['partition-id']}: {p.get('num-train', '?')}/{p.get('num-val', '?')}/"
+                          f"{p.get('num-test', '-')} ({p.get('data-format', '?')})" for p in source.parties)
+        rows[1] = ("data / parties", f"node-local, P = {summary.num_parties}; train/val/test rows {sizes}")
+    if source is not None and source.federated_test is not None:
+        each = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in source.federated_test["per_party_accuracy"].items())
+        rows.insert(5, ("each party's test", each))
     if summary.privacy is not None:
         privacy = summary.privacy.model_dump()
         extra = get_encoding(summary.privacy.encoding).log_rows(privacy)
