@@ -6,7 +6,10 @@
 * ``local-only``: a reference point, each party trains alone (:mod:`server.strategies.local_only`).
 
 Each run writes ``<output-dir>/<run-name>.json`` (:class:`common.run_summary.RunSummary`)
-and logs a short table.
+and logs a short table. It fails early and loudly: an invalid run config or an
+``output-dir`` it cannot write raises before any message is sent (Flower logs the error and
+marks the run failed with it); a run that stops later writes ``<run-name>.failed.json``
+(:func:`server.run_files.write_failed`) with what it had collected and why, then re-raises.
 """
 
 from __future__ import annotations
@@ -30,12 +33,13 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from common.config import ConfigError, RunConfig, parse_run_config
 from common.device import resolve_device
 from common.model import MixupClassifier
-from common.run_summary import FailedRunSummary, RunSummary
+from common.run_summary import RunSummary
 from common.training import evaluate
 from features.pipeline import describe_inputs, input_bounds, load_run_data, split_inputs
-from server.iterative import QuorumLost, run_iterative
+from server.iterative import run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
+from server.run_files import check_output_dir, run_name, write_failed
 from server.strategies import OneShot
 from server.strategies.local_only import LocalOnly
 from server.summary import (
@@ -52,13 +56,6 @@ log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run lo
 app = ServerApp()
 
 WEIGHTS_SUFFIX = ".weights.pt"
-
-
-def _run_name(cfg: RunConfig, num_parties: int) -> str:
-    if cfg.run_name:
-        return cfg.run_name.removesuffix(".json")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
 
 
 def _test_evaluation(cfg: RunConfig, test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int, device):  # noqa: ANN001, ANN202
@@ -88,27 +85,43 @@ def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
     return float(max(torch.as_tensor(lo).abs().max(), torch.as_tensor(hi).abs().max()))
 
 
-def _write_failed(cfg: RunConfig, err: QuorumLost, node_ids: list[int], *, started: float, started_utc: str) -> None:
-    """A FedProx / FedAvg run below quorum: ``<run-name>.failed.json`` with the rounds done, who
-    answered each and why the others did not (never the finished runs' file name)."""
-    failed = FailedRunSummary(
-        strategy=cfg.strategy, reason=str(err), completed_rounds=err.completed_rounds, round_participation=err.rounds,
-        history=err.history, wall_seconds=time.perf_counter() - started, started_utc=started_utc,
-        config=cfg.model_dump(by_alias=True),
-    )
-    path = failed.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.failed.json")
-    log.error("run failed: %s; failed summary written to %s", err, path)
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Check the config and ``output-dir`` (before any message), run, write the summary.
+
+    Raises
+    ------
+    ConfigError
+        An invalid run config (an exception, never ``SystemExit``: Flower logs it, and the
+        run's status in ``flwr ls`` says ``failed`` with its text).
+    OutputDirError
+        ``output-dir`` is a file or not writable, or the run's file names are invalid there.
+    """
     started, started_utc, main_started = time.perf_counter(), datetime.now(timezone.utc).isoformat(), time.time()
     try:
         cfg = parse_run_config(context.run_config)
     except ConfigError as err:
         for line in str(err).splitlines():
             log.error(line)
-        raise SystemExit(f"invalid run config: {err}") from None
+        raise ConfigError(f"invalid run config: {'; '.join(str(err).splitlines())}") from None
+    check_output_dir(cfg)
+    progress: dict = {"stage": "start", "node_ids": [], "written": None, "one_shot": None}
+    try:
+        _run(grid, cfg, progress, started=started, started_utc=started_utc, main_started=main_started)
+    except Exception as err:
+        if progress["written"] is None:  # a finished summary stays the run's only summary
+            try:
+                write_failed(cfg, err, progress["node_ids"], started=started, started_utc=started_utc,
+                             stage=progress["stage"], one_shot=progress["one_shot"])
+            except Exception as write_err:  # noqa: BLE001 - the run's own error is the one to raise
+                log.error("could not write the failed summary: %s", write_err)
+        raise
+
+
+def _run(grid: Grid, cfg: RunConfig, progress: dict, *, started: float, started_utc: str,  # noqa: PLR0915
+         main_started: float) -> None:
+    """The run proper; ``progress`` says where it is (``stage``, ``node_ids``, the one-shot
+    result once trained, the summary's path once written)."""
     device = resolve_device(cfg.device)
     data = load_run_data(cfg)
     # The server evaluates on the test split in the parties' input space (features when a
@@ -119,6 +132,7 @@ def main(grid: Grid, context: Context) -> None:
     node_ids = wait_for_nodes(metered, expected=cfg.expected_parties, quorum=cfg.quorum,
                               timeout=cfg.connect_timeout if cfg.expected_parties else cfg.round_timeout)
     nodes_ready = time.time()
+    progress.update(node_ids=node_ids, stage="collection" if cfg.strategy == "one-shot-mixup" else "rounds")
     log.info("%s on %s with %d parties, server device %s", cfg.strategy, cfg.dataset, len(node_ids), device)
     evaluate_fn = _test_evaluation(cfg, test_x, test_y, data.num_classes, device)
     if cfg.strategy == "one-shot-mixup":
@@ -136,6 +150,7 @@ def main(grid: Grid, context: Context) -> None:
             num_partitions=max(cfg.expected_parties, len(node_ids)), timeout=cfg.round_timeout,
             evaluate_fn=evaluate_fn,
         )
+        progress["one_shot"] = result
         parts = one_shot_parts(cfg, result, expected=cfg.expected_parties or len(node_ids), connected=node_ids)
     elif cfg.strategy == "local-only":
         torch.manual_seed(cfg.seed)
@@ -145,18 +160,15 @@ def main(grid: Grid, context: Context) -> None:
             timeout=cfg.round_timeout, evaluate_fn=evaluate_fn)
         parts = local_only_parts(cfg, result)
     else:
-        try:
-            # num-examples bound: no party holds more rows than the training split (public).
-            outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()),
-                                    num_classes=data.num_classes, max_examples=int(data.train_x.shape[0]),
-                                    num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
-        except QuorumLost as err:
-            _write_failed(cfg, err, node_ids, started=started, started_utc=started_utc)
-            raise
+        # num-examples bound: no party holds more rows than the training split (public).
+        outcome = run_iterative(metered, cfg, node_ids, in_dim=int(test_x[0].numel()),
+                                num_classes=data.num_classes, max_examples=int(data.train_x.shape[0]),
+                                num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
         parts = iterative_parts(cfg, outcome.history, outcome.selected, outcome.seconds,
                                 aggregation=outcome.aggregation)
         parts.update(round_accounting(cfg, outcome.rounds, expected=cfg.expected_parties or len(node_ids),
                                       connected=node_ids))
+    progress["stage"] = "summary"
     summary = RunSummary(
         strategy=cfg.strategy, num_parties=len(node_ids), communication=communication(metered, len(node_ids)),
         wall_seconds=time.perf_counter() - started, started_utc=started_utc,
@@ -165,7 +177,8 @@ def main(grid: Grid, context: Context) -> None:
         inputs=describe_inputs(cfg, data, input_dim=int(test_x[0].numel()), device=device),
         config=cfg.model_dump(by_alias=True), **parts,
     )
-    path = summary.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json")
+    path = summary.write(Path(cfg.output_dir) / f"{run_name(cfg, len(node_ids))}.json")
+    progress["written"] = path
     # The reported model (what every party receives, and what membership inference attacks) and,
     # for FedProx/FedAvg, the round-1 model (what the gradient-leakage audit re-makes updates
     # from); model weights, so never committed (.gitignore).
