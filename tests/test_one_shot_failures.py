@@ -221,3 +221,20 @@ def test_a_bad_output_dir_or_config_fails_at_once_with_an_exception_flower_repor
     assert list(fresh.iterdir()) == []  # the probe is gone
     with pytest.raises(OutputDirError, match="cannot write the run's files"):
         check_output_dir(parse_run_config({"output-dir": str(tmp_path), "run-name": "bad\x00name"}))
+
+
+def test_per_epoch_releases_keep_conflicting_nodes_out_and_train_on_the_accepted_parties():
+    from common.model import MixupClassifier
+
+    grid = MeteredGrid(PlannedGrid({51: (0, 5), 52: (1, 6), 53: (1, 6), 54: (2, 4)}))
+    result = OneShot(encoding=SINGULARIZED, model_fn=MixupClassifier, central_epochs=2, release="per-epoch",
+                     party_figures="exact", batch_size=4).start(
+        grid=grid, node_ids=[51, 52, 53, 54], row_shape=(DIM,), num_classes=CLASSES, timeout=0.3)
+    assert [p["node-id"] for p in result.parties] == [51, 54] and result.union["train_rows"] == 9
+    assert result.later_epochs == [{"epoch": 2, "parties": 2, "rows": 9,
+                                    "collect_seconds": result.later_epochs[0]["collect_seconds"]}]
+    later = sorted((r["node-id"], r["reason"]) for r in result.rejections if r["epoch"] == 2)
+    assert [n for n, _ in later] == [52, 53]
+    assert all("flagged in a partition conflict of the first collection" in reason for _, reason in later)
+    assert [c["epoch"] for c in result.conflicts] == [1]  # the later refusals are no new conflict
+    assert dict(result.releases) == {0: 2, 2: 2}
