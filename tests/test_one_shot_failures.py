@@ -238,3 +238,18 @@ def test_per_epoch_releases_keep_conflicting_nodes_out_and_train_on_the_accepted
     assert all("flagged in a partition conflict of the first collection" in reason for _, reason in later)
     assert [c["epoch"] for c in result.conflicts] == [1]  # the later refusals are no new conflict
     assert dict(result.releases) == {0: 2, 2: 2}
+
+
+def test_a_summary_crash_after_training_still_writes_what_was_collected(tmp_path):
+    from server.strategies import OneShotResult
+
+    result = OneShotResult(parties=[{"node-id": 61, "partition-id": 0, "num-examples": 5}],
+                           failures=[{"node-id": 62, "error": "no reply within 30 s"}],
+                           union={"train_rows": 5, "val_rows": 0})
+    cfg = parse_run_config({"output-dir": str(tmp_path), "run-name": "late"})
+    write_failed(cfg, ValueError("statistics of an empty list"), [61, 62], started=time.perf_counter(),
+                 started_utc="now", stage="summary", one_shot=result)
+    summary = json.loads((tmp_path / "late.failed.json").read_text())
+    assert summary["stage"] == "summary" and summary["error_type"] == "ValueError"
+    assert summary["reason"] == "summary: ValueError: statistics of an empty list"
+    assert summary["union"]["train_rows"] == 5 and summary["participation"]["not_contributing_nodes"] == [62]
