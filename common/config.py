@@ -342,8 +342,8 @@ class RunConfig(BaseModel):
     quorum: int = Field(
         2, ge=1, description=(
             'fewest connected parties, fewest valid one-shot releases, and fewest accepted FedProx/FedAvg '
-            'replies per round, a run proceeds with (below it the run fails, a FedProx/FedAvg run with '
-            '`<run-name>.failed.json`); parties that never answer, fail or whose reply is rejected are listed '
+            'replies per round, a run proceeds with (below it the run fails and writes '
+            '`<run-name>.failed.json` with what it collected); parties that never answer, fail or whose reply is rejected are listed '
             'in the summary with the reason'
         )
     )

@@ -22,8 +22,8 @@ from common.io import write_json_atomic
 
 __all__ = [
     "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FailedRunSummary", "LeftOut", "Outcome",
-    "Participation", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION", "UnionFigures",
-    "read_summary",
+    "Participation", "PartitionConflict", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION",
+    "UnionFigures", "read_summary",
 ]
 
 SCHEMA_VERSION = 2
@@ -115,6 +115,16 @@ class Participation(_Model):
     not_contributing_nodes: list[int]
 
 
+class PartitionConflict(_Model):
+    """One-shot: several nodes claimed one partition with valid releases in one collection.
+    Every claimant is flagged (listed in ``rejections``) and none of their releases is used:
+    the server cannot tell which is honest."""
+
+    partition_id: int = Field(ge=0)
+    node_ids: list[int] = Field(description="every node that claimed it, in arrival order")
+    epoch: int = Field(1, ge=1, description="the collection: 1 = first release, later = per-epoch release")
+
+
 class LeftOut(_Model):
     """A party whose reply did not enter a round's aggregation, and the true reason."""
 
@@ -191,6 +201,9 @@ class RunSummary(_Model):
     round_participation: list[RoundParticipation] = Field(
         default_factory=list, description="FedProx / FedAvg: per round and stage, who contributed and who did not"
     )
+    partition_conflicts: list[PartitionConflict] = Field(
+        default_factory=list, description="one-shot: partitions several nodes claimed (every claimant flagged)"
+    )
     history: list[dict[str, Any]] = Field(default_factory=list, description="per epoch (one-shot) or per round")
     started_utc: str
     versions: dict[str, str]
@@ -214,8 +227,18 @@ class FailedRunSummary(_Model):
     status: Literal["failed"] = "failed"
     strategy: str
     reason: str
+    stage: str | None = Field(None, description="where the run stopped: start, collection, training, selection, "
+                                                "evaluation, rounds, summary")
+    error_type: str | None = Field(None, description="the exception's class name")
     completed_rounds: int = Field(ge=0)
     round_participation: list[RoundParticipation] = Field(default_factory=list)
+    participation: Participation | None = None
+    parties: list[dict[str, Any]] = Field(default_factory=list, description="one-shot: the accepted first releases' "
+                                                                            "metrics")
+    union: dict[str, Any] | None = Field(None, description="one-shot: rows collected (train_rows, val_rows)")
+    failures: list[dict[str, Any]] = Field(default_factory=list)
+    rejections: list[dict[str, Any]] = Field(default_factory=list)
+    partition_conflicts: list[PartitionConflict] = Field(default_factory=list)
     history: list[dict[str, Any]] = Field(default_factory=list)
     wall_seconds: float = Field(ge=0)
     started_utc: str

@@ -10,7 +10,10 @@ The parties' data is a partition of the run's data set (simulation) or each Supe
 a node-local run without one, from every party's own test part (:mod:`server.evaluation`).
 
 Each run writes ``<output-dir>/<run-name>.json`` (:class:`common.run_summary.RunSummary`)
-and logs a short table.
+and logs a short table. It fails early and loudly: an invalid run config or an
+``output-dir`` it cannot write raises before any message is sent (Flower logs the error and
+marks the run failed with it); a run that stops later writes ``<run-name>.failed.json``
+(:func:`server.run_files.write_failed`) with what it had collected and why, then re-raises.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from common.config import ConfigError, RunConfig, parse_run_config
 from common.device import resolve_device
 from common.model import MixupClassifier
-from common.run_summary import FailedRunSummary, RunSummary
+from common.run_summary import RunSummary
 from features.pipeline import describe_inputs, input_bounds
 from server.evaluation import ServerTest, deferred_models, server_test, test_evaluation
 from server.federated_evaluation import FederatedTest, federated_test
-from server.iterative import QuorumLost, run_iterative
+from server.iterative import run_iterative
 from server.metered_grid import MeteredGrid
 from server.nodes import wait_for_nodes
+from server.run_files import check_output_dir, run_name, write_failed
 from server.strategies import OneShot
 from server.strategies.local_only import LocalOnly
 from server.summary import (
@@ -58,15 +62,6 @@ log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run lo
 app = ServerApp()
 
 WEIGHTS_SUFFIX = ".weights.pt"
-
-
-def _run_name(cfg: RunConfig, num_parties: int) -> str:
-    if cfg.run_name:
-        return cfg.run_name.removesuffix(".json")
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    if cfg.node_local:
-        return f"{cfg.strategy}-node-local-P{num_parties}-seed{cfg.seed}-{stamp}"
-    return f"{cfg.strategy}-{cfg.dataset}-P{num_parties}-{cfg.partitioner}-b{cfg.beta:g}-seed{cfg.seed}-{stamp}"
 
 
 def _test_on_parties(grid: MeteredGrid, node_ids: list[int], models: dict[int, ArrayRecord],
@@ -102,27 +97,43 @@ def _largest_input(cfg: RunConfig, data) -> float | None:  # noqa: ANN001
     return float(max(torch.as_tensor(lo).abs().max(), torch.as_tensor(hi).abs().max()))
 
 
-def _write_failed(cfg: RunConfig, err: QuorumLost, node_ids: list[int], *, started: float, started_utc: str) -> None:
-    """A FedProx / FedAvg run below quorum: ``<run-name>.failed.json`` with the rounds done, who
-    answered each and why the others did not (never the finished runs' file name)."""
-    failed = FailedRunSummary(
-        strategy=cfg.strategy, reason=str(err), completed_rounds=err.completed_rounds, round_participation=err.rounds,
-        history=err.history, wall_seconds=time.perf_counter() - started, started_utc=started_utc,
-        config=cfg.model_dump(by_alias=True),
-    )
-    path = failed.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.failed.json")
-    log.error("run failed: %s; failed summary written to %s", err, path)
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
+    """Check the config and ``output-dir`` (before any message), run, write the summary.
+
+    Raises
+    ------
+    ConfigError
+        An invalid run config (an exception, never ``SystemExit``: Flower logs it, and the
+        run's status in ``flwr ls`` says ``failed`` with its text).
+    OutputDirError
+        ``output-dir`` is a file or not writable, or the run's file names are invalid there.
+    """
     started, started_utc, main_started = time.perf_counter(), datetime.now(timezone.utc).isoformat(), time.time()
     try:
         cfg = parse_run_config(context.run_config)
     except ConfigError as err:
         for line in str(err).splitlines():
             log.error(line)
-        raise SystemExit(f"invalid run config: {err}") from None
+        raise ConfigError(f"invalid run config: {'; '.join(str(err).splitlines())}") from None
+    check_output_dir(cfg)
+    progress: dict = {"stage": "start", "node_ids": [], "written": None, "one_shot": None}
+    try:
+        _run(grid, cfg, progress, started=started, started_utc=started_utc, main_started=main_started)
+    except Exception as err:
+        if progress["written"] is None:  # a finished summary stays the run's only summary
+            try:
+                write_failed(cfg, err, progress["node_ids"], started=started, started_utc=started_utc,
+                             stage=progress["stage"], one_shot=progress["one_shot"])
+            except Exception as write_err:  # noqa: BLE001 - the run's own error is the one to raise
+                log.error("could not write the failed summary: %s", write_err)
+        raise
+
+
+def _run(grid: Grid, cfg: RunConfig, progress: dict, *, started: float, started_utc: str,  # noqa: PLR0915
+         main_started: float) -> None:
+    """The run proper; ``progress`` says where it is (``stage``, ``node_ids``, the one-shot
+    result once trained, the summary's path once written)."""
     device = resolve_device(cfg.device)
     test: ServerTest = server_test(cfg, device)
     data, in_dim = test.data, test.in_dim
@@ -130,6 +141,7 @@ def main(grid: Grid, context: Context) -> None:
     node_ids = wait_for_nodes(metered, expected=cfg.expected_parties, quorum=cfg.quorum,
                               timeout=cfg.connect_timeout if cfg.expected_parties else cfg.round_timeout)
     nodes_ready = time.time()
+    progress.update(node_ids=node_ids, stage="collection" if cfg.strategy == "one-shot-mixup" else "rounds")
     log.info("%s on %s with %d parties, server device %s; tested on %s", cfg.strategy,
              "node-local data" if cfg.node_local else cfg.dataset, len(node_ids), device, test.description)
     tested: FederatedTest | None = None
@@ -149,6 +161,7 @@ def main(grid: Grid, context: Context) -> None:
             num_partitions=max(cfg.expected_parties, len(node_ids)), timeout=cfg.round_timeout,
             evaluate_fn=evaluate_fn,
         )
+        progress["one_shot"] = result
         if test.federated:  # after central training: the parties test the reported and the last model
             tested, figures = _test_on_parties(metered, node_ids, kept, cfg.round_timeout)
             result.evaluate_metrics_serverapp.update(figures)
@@ -166,13 +179,9 @@ def main(grid: Grid, context: Context) -> None:
     else:
         evaluate_fn, kept = (deferred_models(lambda step: step == cfg.num_rounds) if test.federated
                              else (test_evaluation(cfg, test, device), {}))
-        try:
-            outcome = run_iterative(metered, cfg, node_ids, in_dim=in_dim, num_classes=data.num_classes,
-                                    max_examples=_max_examples(cfg, data),
-                                    num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
-        except QuorumLost as err:
-            _write_failed(cfg, err, node_ids, started=started, started_utc=started_utc)
-            raise
+        outcome = run_iterative(metered, cfg, node_ids, in_dim=in_dim, num_classes=data.num_classes,
+                                max_examples=_max_examples(cfg, data),
+                                num_partitions=max(cfg.expected_parties, len(node_ids)), evaluate_fn=evaluate_fn)
         if test.federated:  # after the last round: the parties test the reported and the last model
             if outcome.selected is not None:
                 kept[outcome.selected.server_round] = outcome.selected.arrays
@@ -186,6 +195,7 @@ def main(grid: Grid, context: Context) -> None:
                                       connected=node_ids))
         source = data_source(cfg, test=test.description, federated=tested,
                              selected_step=outcome.selected.server_round if outcome.selected else 0)
+    progress["stage"] = "summary"
     inputs = describe_inputs(cfg, data, input_dim=in_dim, device=device, load_weights=not test.federated)
     if cfg.node_local:  # the server holds no party's rows: it knows their sizes only from the parties
         inputs.update(train_rows=None, test_rows=tested.rows if tested is not None else inputs["test_rows"])
@@ -196,7 +206,8 @@ def main(grid: Grid, context: Context) -> None:
         server_device=str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         inputs=inputs, data_source=source, config=cfg.model_dump(by_alias=True), **parts,
     )
-    path = summary.write(Path(cfg.output_dir) / f"{_run_name(cfg, len(node_ids))}.json")
+    path = summary.write(Path(cfg.output_dir) / f"{run_name(cfg, len(node_ids))}.json")
+    progress["written"] = path
     # The reported model (what every party receives, and what membership inference attacks) and,
     # for FedProx/FedAvg, the round-1 model (what the gradient-leakage audit re-makes updates
     # from); model weights, so never committed (.gitignore).

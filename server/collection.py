@@ -1,5 +1,11 @@
 """One collection of one-shot releases: a ``query`` to every party, each valid reply copied
-into the union as it arrives."""
+into the union as it arrives.
+
+Every reply is attributed to the node its query went to (:meth:`MeteredGrid.destination_of`):
+an error reply for a party that died may come from the SuperLink, whose node id is not the
+party's. Each queried node appears once in ``party_metrics``, ``failures`` or ``rejections``
+(a node flagged in a partition conflict is in ``rejections`` and ``conflicts``).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from flwr.app import ConfigRecord, Message, MessageType, RecordDict
 from common.npy import npy_view
 from server.metered_grid import MeteredGrid
 from server.union import UnionBuffer
-from server.validation import UploadCheck, UploadRejected
+from server.validation import PartitionConflict, UploadCheck, UploadRejected
 
 __all__ = ["Collected", "collect_releases"]
 
@@ -25,7 +31,11 @@ log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run 
 
 @dataclass
 class Collected:
-    """The union of one collection and what each party did."""
+    """The union of one collection and what each party did.
+
+    ``conflicts``: one entry per partition that several nodes claimed with valid releases
+    (``partition-id``, ``node-ids``, ``epoch``); every claimant is also in ``rejections``.
+    """
 
     train: UnionBuffer
     val: UnionBuffer | None
@@ -33,6 +43,7 @@ class Collected:
     party_metrics: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -53,7 +64,9 @@ def collect_releases(
     that epoch's fresh mixtures (``release = "per-epoch"``); ``with_validation`` asks for
     the party's validation release too. ``check`` validates every upload first
     (:mod:`server.validation`): a rejected one is logged, listed in ``rejections`` and
-    left out; the collection goes on with the valid parties.
+    left out; the collection goes on with the valid parties. Two nodes claiming one
+    partition (:class:`server.validation.PartitionConflict`) are both rejected and listed in
+    ``conflicts``; a release of the first claimant already in the union is taken out again.
     """
     started = time.perf_counter()
     request = ConfigRecord({"request": "one-shot-release", "epoch": epoch, "with-validation": with_validation})
@@ -66,11 +79,12 @@ def collect_releases(
         val=UnionBuffer(expected_parties=len(node_ids), device=device) if with_validation else None,
         epoch=epoch,
     )
+    destination_of = getattr(grid, "destination_of", lambda _reply: None)
     for reply in grid.iter_replies(messages, timeout=timeout):
-        node = reply.metadata.src_node_id
+        dst = destination_of(reply)
+        node = reply.metadata.src_node_id if dst is None else dst
         if reply.has_error():
-            collected.failures.append({"node-id": node, "error": reply.error.reason})
-            log.error("node %s failed: %s", node, reply.error.reason)
+            _fail(collected, node, _short_error(reply.error.reason))
             continue
         try:
             release = reply.content["release"]
@@ -82,6 +96,9 @@ def collect_releases(
         try:
             pid = check.check(node_id=node, arrays=arrays, metrics=metrics, with_validation=with_validation,
                               first=epoch == 1)
+        except PartitionConflict as err:
+            _conflict(collected, err, node=node, epoch=epoch)
+            continue
         except UploadRejected as err:
             _reject(collected, node=node, pid=metrics.get("partition-id"), epoch=epoch, reason=str(err))
             continue
@@ -100,7 +117,7 @@ def collect_releases(
                 | {r["node-id"] for r in collected.rejections})
     for nid in node_ids:
         if nid not in answered:
-            collected.failures.append({"node-id": nid, "error": f"no reply within {timeout:.0f} s"})
+            _fail(collected, nid, f"no reply within {timeout:.0f} s")
     collected.seconds = time.perf_counter() - started
     if epoch > 1:
         log.info("epoch %d: fresh releases from %d/%d parties, %d rows, in %.1f s",
@@ -137,6 +154,43 @@ def _view(array) -> np.ndarray:  # noqa: ANN001 - Flower's Array
         return npy_view(array.data)
     except ValueError:
         return array.numpy()
+
+
+def _short_error(reason: str) -> str:
+    from server.strategies.screening import short_error  # the strategies package imports this module
+
+    return short_error(reason)
+
+
+def _fail(collected: Collected, node: int, error: str) -> None:
+    """One failure per node: a second error reply for a node already listed adds nothing."""
+    if any(f["node-id"] == node for f in collected.failures):
+        return
+    collected.failures.append({"node-id": node, "error": error})
+    log.error("node %s failed: %s", node, error)
+
+
+def _conflict(collected: Collected, err: PartitionConflict, *, node: int, epoch: int) -> None:
+    """Flag every claimant of ``err.partition_id``: an accepted earlier claimant's release
+    leaves the union and its metrics become a rejection; this claimant is rejected."""
+    pid = err.partition_id
+    earlier = [m for m in collected.party_metrics if int(m["partition-id"]) == pid]
+    if earlier:
+        collected.party_metrics = [m for m in collected.party_metrics if int(m["partition-id"]) != pid]
+        collected.train.drop(pid)
+        if collected.val is not None:
+            collected.val.drop(pid)
+        for m in earlier:
+            _reject(collected, node=m["node-id"], pid=pid, epoch=epoch, reason=str(err))
+    entry = next((c for c in collected.conflicts if c["partition-id"] == pid), None)
+    if entry is None:
+        collected.conflicts.append({"partition-id": pid, "node-ids": list(err.node_ids), "epoch": epoch})
+    else:
+        entry["node-ids"] = list(err.node_ids)
+        for r in collected.rejections:  # earlier claimants' reasons name every claimant
+            if r["partition-id"] == pid and r["node-id"] in err.node_ids:
+                r["reason"] = str(err)
+    _reject(collected, node=node, pid=pid, epoch=epoch, reason=str(err))
 
 
 def _reject(collected: Collected, *, node: int, pid: object, epoch: int, reason: str) -> None:

@@ -17,6 +17,7 @@ from common.run_summary import (
     DataSource,
     Outcome,
     Participation,
+    PartitionConflict,
     RoundParticipation,
     RunSummary,
 )
@@ -24,8 +25,8 @@ from server.metered_grid import MeteredGrid
 from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
 from server.strategies.local_only import LocalOnlyResult
 
-__all__ = ["communication", "data_source", "iterative_parts", "local_only_parts", "one_shot_parts", "round_accounting",
-           "table_lines"]
+__all__ = ["communication", "data_source", "iterative_parts", "local_only_parts", "one_shot_participation",
+           "one_shot_parts", "partition_conflicts", "round_accounting", "table_lines"]
 
 
 def communication(grid: MeteredGrid, num_parties: int) -> Communication:
@@ -43,6 +44,25 @@ def _test(result_metrics: dict, step: int) -> tuple[float, float]:
     if metrics is None:
         raise RuntimeError(f"no test evaluation of the model of step {step}")
     return float(metrics["test-loss"]), float(metrics["test-accuracy"])
+
+
+def one_shot_participation(cfg: RunConfig, result: OneShotResult, *, expected: int,
+                           connected: list[int]) -> Participation:
+    """Who contributed a first release; a non-contributing node failed, sent nothing, or was
+    rejected (a partition conflict's claimants included)."""
+    return Participation(
+        expected=expected, connected=len(connected), quorum=cfg.quorum,
+        contributed_partitions=[m["partition-id"] for m in result.parties],
+        contributed_nodes=[m["node-id"] for m in result.parties],
+        not_contributing_nodes=sorted({f["node-id"] for f in result.failures if f.get("epoch") is None}
+                                      | {r["node-id"] for r in result.rejections if r.get("epoch", 1) == 1}),
+    )
+
+
+def partition_conflicts(result: OneShotResult) -> list[PartitionConflict]:
+    """The one-shot result's partition conflicts, typed for the summary."""
+    return [PartitionConflict(partition_id=c["partition-id"], node_ids=c["node-ids"], epoch=c["epoch"])
+            for c in result.conflicts]
 
 
 def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, connected: list[int]) -> dict[str, Any]:
@@ -63,13 +83,8 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
         "later_epochs": result.later_epochs,
         "failures": result.failures,
         "rejections": result.rejections,
-        "participation": Participation(
-            expected=expected, connected=len(connected), quorum=cfg.quorum,
-            contributed_partitions=[m["partition-id"] for m in parties],
-            contributed_nodes=[m["node-id"] for m in parties],
-            not_contributing_nodes=sorted({f["node-id"] for f in result.failures if f.get("epoch") is None}
-                                          | {r["node-id"] for r in result.rejections if r.get("epoch", 1) == 1}),
-        ),
+        "partition_conflicts": partition_conflicts(result),
+        "participation": one_shot_participation(cfg, result, expected=expected, connected=connected),
         "history": result.history,
     }
 
@@ -224,6 +239,10 @@ def table_lines(summary: RunSummary) -> list[str]:
     if summary.round_participation:
         rows.append(("left out", f"{len(summary.rejections)} rejected, {len(summary.failures)} missing or failed "
                      "replies (round_participation)"))
+    if summary.partition_conflicts:
+        rows.append(("partition conflicts", "; ".join(
+            f"partition {c.partition_id} claimed by nodes {', '.join(map(str, c.node_ids))} (all flagged)"
+            for c in summary.partition_conflicts)))
     if summary.defence is not None and not get_defence(summary.defence.defence).plain:
         rows[3:3] = get_defence(summary.defence.defence).log_rows(summary.defence.model_dump())
     width = max(len(k) for k, _ in rows)

@@ -99,6 +99,23 @@ class UnionBuffer:
         self.parties.append((party_id, self.filled, rows))
         self.filled = stop
 
+    def drop(self, party_id: int) -> int:
+        """Remove every row of ``party_id`` (a release that must not be used after all, e.g.
+        two nodes claimed its partition); later rows move up, one block at a time, so at most
+        one party's rows are held twice. Returns the number of rows removed."""
+        kept, removed, write = [], 0, 0
+        for pid, start, rows in self.parties:
+            if pid == party_id:
+                removed += rows
+                continue
+            if start != write:
+                for t in (self._x, self._y, self._owner):
+                    t[write : write + rows] = t[start : start + rows].clone()
+            kept.append((pid, write, rows))
+            write += rows
+        self.parties, self.filled = kept, write
+        return removed
+
     @property
     def x(self) -> torch.Tensor:
         self._require_data()

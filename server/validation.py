@@ -2,9 +2,16 @@
 
 A deployed server receives whatever a SuperNode sends. A release enters the union only if
 it has the expected arrays, shapes, dtypes and counts, finite values, soft labels on the
-probability simplex, stays under the size limit, and is the first upload of its party in
+probability simplex, stays under the size limit, and is the only upload of its node in
 this collection. Anything else is rejected with a reason; the run goes on with the valid
 parties and the summary lists every rejection.
+
+Partition claims. In a deployment a party's ``partition-id`` comes from its SuperNode's own
+node config (:mod:`client.app` reads ``partition-id`` there); the server cannot see that
+config, so it checks what it can: the id is in range, no two nodes claim one partition in a
+collection (:class:`PartitionConflict`: both are flagged, neither release is used, since the
+server cannot know which of the two is honest), and in a later collection of a per-epoch run
+a node claims the partition it released in the first one and no other node's.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import numpy as np
 
 from common.encodings import Encoding
 
-__all__ = ["UploadCheck", "UploadRejected"]
+__all__ = ["PartitionConflict", "UploadCheck", "UploadRejected"]
 
 
 SERVER_FIELDS = frozenset({"node-id"})
@@ -37,6 +44,28 @@ def _is_number(value: object) -> bool:
 
 class UploadRejected(ValueError):
     """An upload that must not enter the union; the message says why (one line)."""
+
+
+class PartitionConflict(UploadRejected):
+    """A valid upload whose partition another node of this collection claimed too.
+
+    Every claimant is flagged and no claimant's release is used: the server cannot tell the
+    honest party from the one claiming its partition (in a deployment the binding lives in
+    each SuperNode's node config, which the server never sees).
+
+    Attributes
+    ----------
+    partition_id : int
+        The contested partition.
+    node_ids : list of int
+        Every node that claimed it with a valid release, in arrival order (this one last).
+    """
+
+    def __init__(self, partition_id: int, node_ids: list[int]) -> None:
+        self.partition_id = partition_id
+        self.node_ids = list(node_ids)
+        super().__init__(f"partition-id {partition_id} claimed by nodes {', '.join(map(str, self.node_ids))} "
+                         "in one collection; no claimant's release is used (the server cannot tell which is honest)")
 
 
 @dataclass
@@ -66,6 +95,15 @@ class UploadCheck:
         ``None`` where the inputs have no public range (backbone features).
     simplex_tolerance : float
         Allowed deviation of a soft-label row from the simplex (float32 rounding).
+    bound : dict of int to int
+        A later collection of a per-epoch run: node id -> the partition it released in the
+        first collection. Such a node must claim that partition again, and no other node may
+        claim it. Empty in the first collection.
+    flagged : set of int
+        Nodes flagged in a partition conflict of the first collection: a later release of
+        theirs is refused.
+    claims : dict of int to list of int
+        Filled by :meth:`check`: partition id -> the nodes that claimed it with a valid release.
     """
 
     row_shape: tuple[int, ...]
@@ -79,6 +117,9 @@ class UploadCheck:
     party_figures: str = "coarse"
     seen_parties: set[int] = field(default_factory=set)
     seen_nodes: set[int] = field(default_factory=set)
+    bound: dict[int, int] = field(default_factory=dict)
+    flagged: set[int] = field(default_factory=set)
+    claims: dict[int, list[int]] = field(default_factory=dict)
 
     def check(
         self,
@@ -91,8 +132,10 @@ class UploadCheck:
     ) -> int:
         """Validate one reply; return its partition id, or raise :class:`UploadRejected`.
 
-        A valid upload marks its party and node as seen: a second one from either is
-        rejected.
+        A valid upload marks its node as seen (a second one from it is rejected) and claims
+        its partition. A valid upload claiming a partition that another node's valid upload
+        claimed in this collection raises :class:`PartitionConflict` (the caller drops every
+        claimant's release); a rejected upload claims nothing.
         """
         if "partition-id" not in metrics:
             raise UploadRejected("metrics carry no partition-id")
@@ -101,8 +144,9 @@ class UploadCheck:
             pid = int(pid)
         if not isinstance(pid, int) or not 0 <= pid < self.num_partitions:
             raise UploadRejected(f"partition-id {pid!r} is not in [0, {self.num_partitions})")
-        if pid in self.seen_parties or node_id in self.seen_nodes:
-            raise UploadRejected(f"second upload from party {pid} / node {node_id} in this collection")
+        if node_id in self.seen_nodes:
+            raise UploadRejected(f"second upload from node {node_id} in this collection")
+        self._check_binding(node_id, pid)
         reserved = sorted(set(metrics) & SERVER_FIELDS)
         if reserved:
             raise UploadRejected(f"metrics may not set the server's own fields: {', '.join(reserved)}")
@@ -125,9 +169,26 @@ class UploadCheck:
             raise UploadRejected(f"arrays {sorted(arrays)}: missing {missing}, unexpected {extra}")
         for x_key, y_key, count_key in parts:
             self._check_part(arrays[x_key], arrays[y_key], metrics.get(count_key), x_key, y_key, count_key)
-        self.seen_parties.add(pid)
         self.seen_nodes.add(node_id)
+        claimants = self.claims.setdefault(pid, [])
+        claimants.append(node_id)
+        if len(claimants) > 1:
+            self.seen_parties.discard(pid)
+            raise PartitionConflict(pid, claimants)
+        self.seen_parties.add(pid)
         return pid
+
+    def _check_binding(self, node_id: int, pid: int) -> None:
+        """A later collection: the node keeps the partition it released first, takes no other
+        node's, and was not flagged in a conflict."""
+        if node_id in self.flagged:
+            raise UploadRejected(f"node {node_id} was flagged in a partition conflict of the first collection")
+        if node_id in self.bound and self.bound[node_id] != pid:
+            raise UploadRejected(f"node {node_id} released partition {self.bound[node_id]} in the first collection, "
+                                 f"not partition {pid}")
+        owner = next((n for n, p in self.bound.items() if p == pid and n != node_id), None)
+        if owner is not None:
+            raise UploadRejected(f"partition-id {pid} was released by node {owner} in the first collection")
 
     def _check_metric_values(self, metrics: Mapping[str, object]) -> None:
         """Every figure a number, never NaN, finite unless the encoding allows +inf for it, and

@@ -7,7 +7,9 @@ fills itself, from the plan ``<output-dir>/test-faults.json`` that the test writ
 run (``{"<partition-id>": {"test-fault": ..., "test-fault-round": ...}}``).
 
 One-shot (``query``): ``"silent"`` never answers (for ``test-fault-seconds``), ``"nan-upload"``
-uploads NaN inputs. FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a
+uploads NaN inputs, ``"crash"`` raises (a party that dies mid-collection: the server gets an
+error reply), ``"claim-partition"`` sends its own valid release under ``partition-id =
+test-fault-partition`` (another party's). FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a
 model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
 validation loss of ``-1e6``, ``"crash"`` raises from round ``test-fault-round`` (default 1) on,
 as a party that dies mid-run.
@@ -31,7 +33,7 @@ from client import app as production
 
 app = ClientApp()
 
-FAULTS = ("silent", "nan-upload", "nan-weights", "negative-examples", "low-val-loss", "crash")
+FAULTS = ("silent", "nan-upload", "nan-weights", "negative-examples", "low-val-loss", "crash", "claim-partition")
 PLAN_NAME = "test-faults.json"
 
 
@@ -75,7 +77,14 @@ def query(msg: Message, context: Context) -> Message:
     fault = _fault(context)
     if fault == "silent":  # a party that never answers (the server's quorum must carry the run)
         time.sleep(float(_options(context).get("test-fault-seconds", 3600.0)))
+    if fault == "crash":  # a party that dies mid-collection
+        raise RuntimeError("test fault: party crashed during collection")
     reply = production.query(msg, context)
+    if fault == "claim-partition":  # another party's partition id on a valid release
+        metrics = dict(reply.content["metrics"])
+        metrics["partition-id"] = int(_options(context)["test-fault-partition"])
+        return Message(RecordDict({"release": reply.content["release"], "metrics": MetricRecord(metrics)}),
+                       reply_to=msg)
     if fault == "nan-upload":  # a malformed upload (the server must reject it and go on)
         release = reply.content["release"]
         arrays = {key: release[key] for key in release}

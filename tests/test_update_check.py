@@ -323,7 +323,7 @@ def test_a_run_below_quorum_writes_a_failed_summary_under_its_own_name(tmp_path)
 
     from common.config import parse_run_config
     from common.run_summary import LeftOut, RoundParticipation
-    from server.app import _write_failed
+    from server.run_files import write_failed as _write_failed
 
     cfg = parse_run_config({"strategy": "fedprox", "output-dir": str(tmp_path), "run-name": "lost"})
     rounds = [RoundParticipation(round=1, stage="train", contributed_partitions=[0], contributed_nodes=[11],

@@ -12,7 +12,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from server.metered_grid import MeteredGrid
 from common.encodings import get_encoding
 from server.collection import collect_releases
-from server.validation import UploadCheck, UploadRejected
+from server.validation import PartitionConflict, UploadCheck, UploadRejected
 
 SINGULARIZED, INSTAHIDE = get_encoding("singularized"), get_encoding("instahide")
 FIRST_RELEASE_METRICS = SINGULARIZED.required_metrics("exact", first=True)
@@ -80,8 +80,10 @@ def test_missing_validation_size_limit_and_second_upload_are_rejected():
         _check(max_bytes=100).check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
     check = _check()
     check.check(node_id=1, arrays=arrays, metrics=metrics, with_validation=True)
-    with pytest.raises(UploadRejected, match="second upload"):
+    with pytest.raises(PartitionConflict, match="claimed by nodes 1, 2") as conflict:
         check.check(node_id=2, arrays=arrays, metrics=metrics, with_validation=True)  # same party, other node
+    assert conflict.value.partition_id == 0 and conflict.value.node_ids == [1, 2]
+    assert check.seen_parties == set()  # neither claimant's release counts
     other, other_metrics = _release(pid=3)
     with pytest.raises(UploadRejected, match="second upload"):
         check.check(node_id=1, arrays=other, metrics=other_metrics, with_validation=True)  # same node
@@ -145,11 +147,15 @@ class ReleaseGrid(Grid):
 def test_collection_keeps_valid_parties_and_lists_every_rejection(task_identity):
     grid = MeteredGrid(ReleaseGrid())
     collected = collect_releases(grid, [1, 2, 3, 4, 5], timeout=1.5, check=_check(num_partitions=5))
-    assert sorted(m["partition-id"] for m in collected.party_metrics) == [0, 2]
-    assert collected.train.filled == 2 * ROWS and collected.val.filled == 4
+    # Nodes 1 and 3 both claim party 0 with valid releases: both flagged, neither used.
+    assert [m["partition-id"] for m in collected.party_metrics] == [2]
+    assert collected.train.filled == ROWS and collected.val.filled == 2
+    assert collected.train.parties == [(2, 0, ROWS)]
     reasons = {r["node-id"]: r["reason"] for r in collected.rejections}
-    assert set(reasons) == {2, 3}
-    assert "NaN" in reasons[2] and "second upload" in reasons[3]
+    assert set(reasons) == {1, 2, 3}
+    assert "NaN" in reasons[2]
+    assert "partition-id 0 claimed by nodes" in reasons[1] and reasons[1] == reasons[3]
+    assert [(c["partition-id"], sorted(c["node-ids"])) for c in collected.conflicts] == [(0, [1, 3])]
     assert [f["node-id"] for f in collected.failures] == [5]  # never answered
 
 

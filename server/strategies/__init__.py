@@ -11,7 +11,7 @@ from server.strategies.federated import (
     ValidationSelectingFedProx,
     aggregate_with_extremes,
 )
-from server.strategies.one_shot import SELECTED_BY, SELECTED_BY_MIXED_VALIDATION, OneShot, OneShotResult
+from server.strategies.one_shot import SELECTED_BY, SELECTED_BY_MIXED_VALIDATION, OneShot, OneShotFailed, OneShotResult
 
 __all__ = [
     "SELECTED_BY",
@@ -21,6 +21,7 @@ __all__ = [
     "OrderedFedProx",
     "SELECTED_BY_VALIDATION",
     "OneShot",
+    "OneShotFailed",
     "OneShotResult",
     "SelectedModel",
     "ValidationSelectingFedAvg",

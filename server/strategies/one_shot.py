@@ -36,7 +36,7 @@ from server.memory import MemoryProbe
 from server.metered_grid import MeteredGrid
 from server.validation import UploadCheck
 
-__all__ = ["OneShot", "OneShotResult"]
+__all__ = ["OneShot", "OneShotFailed", "OneShotResult"]
 
 log = logging.getLogger("flwr.mixupfl.one-shot")  # child of flwr: shown in run logs
 
@@ -62,12 +62,33 @@ class OneShotResult(Result):
     releases: Counter = field(default_factory=Counter)
     failures: list[dict] = field(default_factory=list)
     rejections: list[dict] = field(default_factory=list)
+    conflicts: list[dict] = field(default_factory=list)
     later_epochs: list[dict] = field(default_factory=list)
     union: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
     selection_round: dict | None = None
+
+
+class OneShotFailed(RuntimeError):
+    """A one-shot run that stopped before it had a model to report.
+
+    Parameters
+    ----------
+    message : str
+        Why, in one line (the cause's type and text for an unexpected error).
+    stage : {"collection", "training", "selection", "evaluation"}
+        Where it stopped.
+    result : OneShotResult
+        What was gathered until then: the first collection's parties, failures, rejections
+        and partition conflicts, the union's rows, the epochs trained (``history``).
+    """
+
+    def __init__(self, message: str, *, stage: str, result: OneShotResult) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.result = result
 
 
 class OneShot:
@@ -128,6 +149,7 @@ class OneShot:
         self.max_upload_bytes = max_upload_bytes
         self.upload_dtype = upload_dtype
         self.device = torch.device(device)
+        self._stage = "collection"  # where a failure happened (OneShotFailed.stage)
 
     def summary(self) -> None:
         """Log the strategy's configuration (as Flower's strategies do)."""
@@ -154,27 +176,64 @@ class OneShot:
 
         ``evaluate_fn(epoch, arrays)`` (the server's test set) is called for the selected and
         the last epoch's model only: it reports, it never chooses.
+
+        Raises
+        ------
+        OneShotFailed
+            Fewer than ``quorum`` valid first releases, or any error after collection
+            (training, selection, evaluation); it carries what was collected until then.
         """
+        result = OneShotResult()
+        self._stage = "collection"
+        try:
+            return self._run(result, grid=grid, node_ids=node_ids, row_shape=row_shape, num_classes=num_classes,
+                             num_partitions=num_partitions, timeout=timeout, evaluate_fn=evaluate_fn)
+        except OneShotFailed:
+            raise
+        except Exception as err:  # noqa: BLE001 - re-raised with what was collected, for the failed summary
+            raise OneShotFailed(f"{self._stage}: {type(err).__name__}: {err}", stage=self._stage,
+                                result=result) from err
+
+    def _run(
+        self,
+        result: OneShotResult,
+        *,
+        grid: MeteredGrid,
+        node_ids: list[int],
+        row_shape: tuple[int, ...],
+        num_classes: int,
+        num_partitions: int | None,
+        timeout: float,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None,
+    ) -> OneShotResult:
         self.summary()
         partitions = num_partitions or len(node_ids)
+
+        bound: dict[int, int] = {}  # node -> partition of its first release (later collections keep it)
+        flagged: set[int] = set()  # nodes of a partition conflict in the first collection
 
         def check() -> UploadCheck:  # one per collection: a party uploads once per query
             return UploadCheck(row_shape=tuple(row_shape), num_classes=num_classes, input_dtype=self.upload_dtype,
                                num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding,
-                               value_bound=self.value_bound, party_figures=self.party_figures)
+                               value_bound=self.value_bound, party_figures=self.party_figures,
+                               bound=dict(bound), flagged=set(flagged))
 
         probe = MemoryProbe(self.device).start()
         first = self._collect(grid, node_ids, epoch=1, check=check(), timeout=timeout)
+        result.releases = Counter(int(m["partition-id"]) for m in first.party_metrics)
+        result.failures, result.rejections = list(first.failures), list(first.rejections)
+        result.conflicts = list(first.conflicts)
+        result.parties = sorted(first.party_metrics, key=lambda m: m["partition-id"])
+        result.union = {"train_rows": first.train.filled, "val_rows": first.val.filled if first.val is not None else 0}
+        bound.update({int(m["node-id"]): int(m["partition-id"]) for m in first.party_metrics})
+        flagged.update(n for c in first.conflicts for n in c["node-ids"])
         if len(first.party_metrics) < self.quorum:
-            raise RuntimeError(
-                f"{len(first.party_metrics)} valid release(s), fewer than quorum = {self.quorum}; "
-                f"failures: {first.failures}; rejections: {first.rejections}"
-            )
+            raise OneShotFailed(
+                f"{len(first.party_metrics)} valid release(s) of {len(node_ids)} parties queried, fewer than "
+                f"quorum = {self.quorum} ({len(first.failures)} failed, {len(first.rejections)} rejected)",
+                stage="collection", result=result)
         probe.checkpoint("collected")  # assembling the union alone, before training allocates
-        result = OneShotResult(
-            releases=Counter(int(m["partition-id"]) for m in first.party_metrics),
-            failures=list(first.failures), rejections=list(first.rejections),
-        )
+        self._stage = "training"
         torch.manual_seed(self.seed)
         x, y, order = first.train.x, first.train.y, first.train.canonical_order()
         model = self.model_fn(in_dim=int(x[0].numel()), num_classes=y.shape[1]).to(self.device)
@@ -193,6 +252,7 @@ class OneShot:
                 result.releases.update(int(m["partition-id"]) for m in fresh.party_metrics)
                 result.failures.extend({**f, "epoch": epoch} for f in fresh.failures)
                 result.rejections.extend(fresh.rejections)
+                result.conflicts.extend(fresh.conflicts)
                 result.later_epochs.append({"epoch": epoch, "parties": len(fresh.party_metrics),
                                             "rows": fresh.train.filled, "collect_seconds": fresh.seconds})
                 x, y, order = fresh.train.x, fresh.train.y, fresh.train.canonical_order()
@@ -216,6 +276,7 @@ class OneShot:
                          else "")
         result.train_seconds = time.perf_counter() - started
         result.last_epoch = self.central_epochs
+        self._stage = "selection"
         last_arrays = ArrayRecord(model.state_dict())
         if self.selection == "mixed-validation":
             result.selected_val_loss = best_loss
@@ -228,6 +289,7 @@ class OneShot:
         else:
             result.selected_epoch, result.arrays = self.central_epochs, last_arrays
         del candidates
+        self._stage = "evaluation"
         if evaluate_fn is not None:
             for epoch, arrays in ((result.selected_epoch, result.arrays), (result.last_epoch, last_arrays)):
                 metrics = evaluate_fn(epoch, arrays)
