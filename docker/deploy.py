@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the mixupfl app on a real Flower 1.41 deployment: one SuperLink behind an nginx
+"""Run the mixupfl app on a real Flower 1.42 deployment: one SuperLink behind an nginx
 proxy and N SuperNodes, with TLS and SuperNode authentication, on one machine or in Docker
 (``compose.yaml`` calls this same script, so both use the same flags).
 
@@ -51,7 +51,7 @@ set; ``.flwr`` is left out of the app bundle by the repository's ``.gitignore``)
 ``<dir>`` is ``--dir``, else ``$MIXUPFL_DEPLOY_DIR``, else ``docker/deploy``; it is the
 folder ``make_certs.py`` wrote (``certs/``, ``keys/``, ``state/``, ``data/``).
 
-Flower 1.41 specifics (from its source): the SuperLink serves the Fleet, Control and
+Flower 1.42 specifics (from its source): the SuperLink serves the Fleet, Control and
 Runtime APIs as protobuf over HTTPS (FastAPI/uvicorn, HTTP/1.1) on ONE port; the Control
 API has no account authentication in the open-source edition, hence the loopback bind and
 the proxy. Each SuperNode also serves a local Runtime API (``--runtime-port``, default
@@ -202,7 +202,7 @@ def supernode_command(dirpath: Path, *, index: int, num_partitions: int,
 def write_federation(flwr_home: Path, *, name: str = DEFAULT_FEDERATION,
                      address: str = f"127.0.0.1:{DEFAULT_PORT}", root_cert: Path,
                      make_default: bool = False) -> Path:
-    """Add or replace ``[superlink.<name>]`` in ``$FLWR_HOME/config.toml`` (Flower 1.41 keeps
+    """Add or replace ``[superlink.<name>]`` in ``$FLWR_HOME/config.toml`` (Flower 1.42 keeps
     SuperLink connections there, not in pyproject.toml). Other entries are kept."""
     import tomllib
 
@@ -224,7 +224,7 @@ def write_federation(flwr_home: Path, *, name: str = DEFAULT_FEDERATION,
 
 def register_key(public_key: Path, *, federation: str, env: Mapping[str, str]) -> str:
     """Register one SuperNode public key: returns its node id, or ``"already registered"``;
-    raises ``LockedOutError`` for the key of an unregistered node (Flower 1.41 refuses it
+    raises ``LockedOutError`` for the key of an unregistered node (Flower 1.42 refuses it
     for good) and ``ControlError`` for any other failure."""
     with control.control_client(federation, env) as client:
         outcome, _, node_id = control.register(client, control.public_key_pem(public_key),
@@ -443,7 +443,7 @@ def _registrations(args, dirpath: Path, env: dict[str, str]) -> int:
             for label, node_id in targets:
                 try:
                     control.unregister(client, node_id)
-                    print(f"{label}: unregistered node {node_id}; Flower 1.41 will refuse this key from now on")
+                    print(f"{label}: unregistered node {node_id}; Flower 1.42 will refuse this key from now on")
                 except control.ControlError as err:
                     print(f"{label}: {err}")
                     failed += 1
@@ -466,7 +466,7 @@ def _registrations(args, dirpath: Path, env: dict[str, str]) -> int:
                 print(f"{name}: {outcome} (node {node_id})")
             for name, node in plan.locked:
                 print(f"{name}: LOCKED OUT (node {node.node_id} unregistered {node.unregistered_at}); "
-                      "Flower 1.41 never accepts this key again: give the party a new key pair")
+                      "Flower 1.42 never accepts this key again: give the party a new key pair")
             failed += len(plan.locked)
             if plan.in_sync:
                 print("in sync: the registered keys are exactly keys/*.pub")

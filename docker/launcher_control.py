@@ -2,10 +2,10 @@
 list (with each node's public key), register, unregister, reconcile with a keys folder,
 and a stopped node's own Fleet API ``DeactivateNode`` (signed with its key).
 
-It uses Flower 1.41's own protobuf-over-HTTPS clients in this process (the ``flwr`` CLI's
+It uses Flower 1.42's own protobuf-over-HTTPS clients in this process (the ``flwr`` CLI's
 JSON output leaves out the public keys, which are what tells a node's key apart).
 
-Facts of Flower 1.41 this relies on (from its source):
+Facts of Flower 1.42 this relies on (from its source):
 
 * ``RegisterNode`` stores the key with a UNIQUE constraint; ``UnregisterNode`` only marks
   the record ``unregistered`` and keeps the key. So an unregistered key can never be
@@ -40,7 +40,7 @@ class ControlError(RuntimeError):
 
 
 class LockedOutError(ControlError):
-    """The key belongs to an unregistered node: Flower 1.41 refuses it for good."""
+    """The key belongs to an unregistered node: Flower 1.42 refuses it for good."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def register(client, public_key: bytes, name: str) -> tuple[str, Node | None, in
     if retired:
         raise LockedOutError(
             f"{name}: LOCKED OUT, its key belonged to node {retired[0].node_id}, unregistered "
-            f"{retired[0].unregistered_at}; Flower 1.41 never accepts an unregistered key again: "
+            f"{retired[0].unregistered_at}; Flower 1.42 never accepts an unregistered key again: "
             "give this party a new key pair (make_certs.py, or ssh-keygen -t ecdsa -b 384)")
     request = RegisterNodeRequest(public_key=public_key)
     if name:

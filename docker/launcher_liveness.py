@@ -1,7 +1,7 @@
 """Which SuperNodes are really alive, for ``docker/deploy.py`` (``nodes --wait``, and the
 stale-entry check before a SuperNode starts).
 
-Flower 1.41 reports a node ``online`` until ``online_until`` = its last activation or
+Flower 1.42 reports a node ``online`` until ``online_until`` = its last activation or
 heartbeat + 2 x 30 s. A node that died without ``DeactivateNode`` (killed, or its SuperLink
 went away first) stays ``online`` up to 60 s, also across a SuperLink restart (the state
 is in the database), and a new SuperNode with the same key is refused meanwhile

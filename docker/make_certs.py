@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate the TLS certificates and SuperNode authentication keys of a Flower 1.41
+"""Generate the TLS certificates and SuperNode authentication keys of a Flower 1.42
 deployment (one SuperLink, N SuperNodes), with the ``cryptography`` package only.
 
 Usage::
@@ -42,7 +42,7 @@ folder that the ROOT ``.gitignore`` does not exclude (``docker/.gitignore`` is n
 so party data in such formats under ``data/`` would ship to every node unless the root
 ``.gitignore`` lists ``/docker/deploy/``.
 
-What Flower 1.41 expects (read from its source):
+What Flower 1.42 expects (read from its source):
 
 * ``flower-superlink --ssl-ca-certfile ca.crt --ssl-certfile server.crt
   --ssl-keyfile server.key`` serves the Fleet, Control and Runtime APIs over HTTPS on one

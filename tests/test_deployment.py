@@ -1,4 +1,4 @@
-"""A real Flower 1.41 deployment on 127.0.0.1, driven by ``docker/make_certs.py`` and
+"""A real Flower 1.42 deployment on 127.0.0.1, driven by ``docker/make_certs.py`` and
 ``docker/deploy.py`` (the scripts ``docker/compose.yaml`` runs): a SuperLink with TLS and
 SuperNode authentication on loopback, the nginx proxy in front of it (when nginx is
 installed), three registered SuperNodes connecting through the proxy, ``flwr run`` to
@@ -401,7 +401,7 @@ def _launcher(info, capsys, *args: str) -> tuple[int, str]:
 @pytest.mark.timeout(180)
 def test_register_unregister_reconcile(deployment, capsys, monkeypatch):
     """`register` tells registered / already registered / locked out apart; `unregister`
-    removes a node (and Flower 1.41 then refuses its key for good); `reconcile` makes the
+    removes a node (and Flower 1.42 then refuses its key for good); `reconcile` makes the
     registered keys equal keys/*.pub: it removes a Sybil node and adds a missing party."""
     monkeypatch.setenv("FLWR_HOME", deployment["env"]["FLWR_HOME"])
     fed = ["--federation", FEDERATION]

@@ -117,7 +117,7 @@ def test_flower_scripts_are_written_where_a_bundle_has_none(tmp_path):
     for name in ("flwr", "flower-superlink", "flwr-simulation", "flwr-serverapp", "flwr-clientapp"):
         assert (tmp_path / "bin" / name).stat().st_mode & 0o111
     done = subprocess.run([str(tmp_path / "bin" / "flwr"), "--version"], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0 and "1.41" in done.stdout
+    assert done.returncode == 0 and "1.42" in done.stdout
     assert ensure_flower_scripts(tmp_path / "bin2", env) is False  # already on PATH now
 
 

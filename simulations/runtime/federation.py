@@ -1,6 +1,6 @@
 """Set the size of the local simulation federation that ``flwr run .`` uses.
 
-Flower 1.41 keeps the local simulation settings in its local SuperLink (under
+Flower 1.42 keeps the local simulation settings in its local SuperLink (under
 ``$FLWR_HOME``), set with ``flwr federation simulation-config``. This wraps that command
 with the environment the platform needs (no per-run dependency installation, no
 telemetry), so that afterwards ``flwr run . --stream`` simulates the default 10 parties.

@@ -1,4 +1,4 @@
-"""Drive Flower 1.41's local simulation runtime from Python: environment, federation size,
+"""Drive Flower 1.42's local simulation runtime from Python: environment, federation size,
 ``flwr run`` invocations, run ids, and stopping runs and the managed local SuperLink.
 
 ``flwr run`` starts a detached local SuperLink on first use; it keeps the environment it
