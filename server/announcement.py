@@ -192,7 +192,7 @@ def announce_releases(
             log.error("release of node %s (party %s) refused before transfer: %s", node,
                       metrics.get("partition-id"), reason)
     answered = set(out.accepted) | {e["node-id"] for e in out.rejections + out.failures}
-    out.failures.extend({"node-id": nid, "error": f"no announcement within {timeout:.0f} s"}
+    out.failures.extend({"node-id": nid, "error": f"no reply within {timeout:.0f} s (announcement)"}
                         for nid in node_ids if nid not in answered)
     out.seconds = time.perf_counter() - started
     out.bytes_uploaded = getattr(grid, "total_bytes_received", 0) - up0

@@ -12,8 +12,9 @@ error reply), ``"claim-partition"`` sends its own valid release under ``partitio
 test-fault-partition`` (another party's; its announcement claims that partition too),
 ``"oversized"`` repeats its release's rows until the release is at least ``test-fault-mb``
 MiB and announces that truthfully (the server refuses it before transfer), ``"lies"`` announces
-its honest, small release and then sends the oversized one. FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a
-model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
+its honest, small release and then sends the oversized one.
+
+FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
 validation loss of ``-1e6``, ``"crash"`` raises from round ``test-fault-round`` (default 1) on,
 as a party that dies mid-run.
 

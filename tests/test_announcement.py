@@ -281,5 +281,5 @@ def test_an_announcement_round_charges_errors_and_silence_to_their_nodes(task_id
                             input_dtype="float32", num_partitions=3, with_validation=False)
     assert sorted(out.accepted) == [23]
     assert out.failures == [{"node-id": 21, "error": "RuntimeError: gone"},
-                            {"node-id": 22, "error": "no announcement within 0 s"}]
+                            {"node-id": 22, "error": "no reply within 0 s (announcement)"}]
     assert out.rejections == []

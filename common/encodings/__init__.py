@@ -10,4 +10,5 @@ from common.encodings import instahide, pooled, singularized  # noqa: F401 - reg
 
 DEFAULT_ENCODING = "singularized"
 
-__all__ = ["DEFAULT_ENCODING", "ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding", "release_nbytes"]
+__all__ = ["DEFAULT_ENCODING", "ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding",
+           "release_nbytes"]
