@@ -228,8 +228,10 @@ class OneShot:
         probe = MemoryProbe(self.device).start()
         announced = self._announce(grid, node_ids, row_shape=tuple(row_shape), num_classes=num_classes,
                                    num_partitions=partitions, timeout=timeout)
+        probe.checkpoint("announced")  # a release refused here was never sent: the growth stays ~0
         result.union = {"train_rows": 0, "val_rows": 0, **announced.figures()}
         result.failures, result.rejections = list(announced.failures), list(announced.rejections)
+        everyone = list(node_ids)  # the selection round asks every party, as before
         node_ids = [nid for nid in node_ids if nid in announced.accepted]  # only these are asked to upload
         if len(node_ids) < self.quorum:
             raise OneShotFailed(
@@ -308,7 +310,7 @@ class OneShot:
             result.selected_val_loss = best_loss
             result.arrays = ArrayRecord(best_state) if best_state is not None else last_arrays
         elif self.selection == "validation":
-            chosen = select_on_parties(grid, node_ids, candidates, timeout=timeout)
+            chosen = select_on_parties(grid, everyone, candidates, timeout=timeout)
             result.selection_round = chosen.figures
             result.selected_epoch, result.selected_val_loss = chosen.step, chosen.val_loss
             result.arrays = ArrayRecord(candidates[chosen.step])
