@@ -1,6 +1,10 @@
 """The ClientApp. Thin: it reads the party's data, calls ``common`` and packs messages.
 
-* ``query``: the party's one-shot release under the run's encoding (:mod:`client.release`):
+* ``query``: first, a query whose config carries ``announce = true`` asks what the release
+  will be: the party answers from its data's shapes alone, without encoding anything
+  (rows, input dimension, classes and the byte size; :func:`client.release.announce_release`),
+  and the server asks for the release only if it accepts that size. Then
+  the party's one-shot release under the run's encoding (:mod:`client.release`):
   the training part and, on the first query, the held-out validation part, in one
   ArrayRecord (mixed inputs in ``upload-dtype``) plus counts and the encoding's figures.
   With ``release = "per-epoch"`` the server sends one query per central epoch, carrying
@@ -38,7 +42,7 @@ from flwr.clientapp import ClientApp
 
 from client.local_party import local_party
 from client.party import PartyData, load_party
-from client.release import make_release, to_upload_dtype
+from client.release import announce_release, make_release, to_upload_dtype
 from common.config import RunConfig, parse_run_config
 from common.defences import local_update
 from common.device import resolve_device
@@ -89,7 +93,8 @@ def _array(tensor: torch.Tensor) -> Array:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Produce this party's one-shot release (see :mod:`client.release`)."""
+    """Announce this party's release (a query with ``announce = true``), or produce it (see
+    :mod:`client.release`)."""
     cfg, party = _party(context)
     # A deployed SuperNode can insist on unpredictable mixing (Opacus' secure_mode spirit):
     # seeded randomness is for simulation and tests only.
@@ -99,6 +104,9 @@ def query(msg: Message, context: Context) -> Message:
             "(seeded mixing randomness is for simulation only)"
         )
     request = msg.content["config"]
+    if _truthy(request.get("announce", False)):  # the size first; nothing is encoded
+        announced = announce_release(cfg, party, with_validation=bool(request.get("with-validation", True)))
+        return Message(RecordDict({"announcement": MetricRecord(announced)}), reply_to=msg)
     made = make_release(
         cfg, party, device=resolve_device(cfg.device), epoch=int(request.get("epoch", 1)),
         with_validation=bool(request.get("with-validation", True)),

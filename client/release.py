@@ -11,14 +11,14 @@ from dataclasses import dataclass
 import torch
 
 from common.config import RunConfig
-from common.encodings import EncodedRows
+from common.encodings import EncodedRows, release_nbytes
 from common.encodings.singularized import Calibration, calibrate, mixing_seed
 from common.leakage import nearest_private_rows
 from common.party import PartyData
 
 __all__ = [
-    "Calibration", "PartyRelease", "RawDataLeak", "calibrate", "guard_against_raw_rows", "make_release",
-    "mixing_seed", "to_upload_dtype",
+    "Calibration", "PartyRelease", "RawDataLeak", "announce_release", "calibrate", "guard_against_raw_rows",
+    "make_release", "mixing_seed", "to_upload_dtype",
 ]
 
 FLOAT16_MAX = float(torch.finfo(torch.float16).max)
@@ -59,6 +59,31 @@ def make_release(
         "mixing-seconds": time.perf_counter() - started,
     }
     return PartyRelease(train=out.train, val=out.val, metrics=metrics)
+
+
+def announce_release(cfg: RunConfig, party: PartyData, *, with_validation: bool) -> dict[str, int]:
+    """What the party's release will be, from its data's shapes alone (nothing is encoded).
+
+    The server accepts or refuses this announcement before the release is asked for
+    (:mod:`server.announcement`); the upload must then have exactly these rows and this
+    input dimension.
+
+    Returns
+    -------
+    dict
+        ``partition-id``, ``num-examples`` and ``num-val`` (rows of the training and, with
+        ``with_validation``, the validation release; else 0), ``input-dim``, ``num-classes``
+        and ``release-bytes`` (:func:`common.encodings.release_nbytes` of all those rows).
+    """
+    encoding = cfg.encoding_spec
+    rows = encoding.release_rows(int(party.train_x.shape[0]))
+    val_rows = encoding.release_rows(int(party.val_x.shape[0])) if with_validation else 0
+    dim = int(party.train_x[0].numel())
+    return {
+        "partition-id": party.partition_id, "num-examples": rows, "num-val": val_rows, "input-dim": dim,
+        "num-classes": party.num_classes,
+        "release-bytes": release_nbytes(rows + val_rows, dim, party.num_classes, cfg.upload_dtype),
+    }
 
 
 class RawDataLeak(RuntimeError):

@@ -61,6 +61,8 @@ class Communication(_Model):
     bytes_downloaded_per_party: float = Field(ge=0)
     messages_sent: int = Field(ge=0)
     messages_received: int = Field(ge=0)
+    bytes_uploaded_by_node_id: dict[str, int] = Field(
+        default_factory=dict, description="payload bytes received from each node (by node id)")
     note: str = "payload bytes: array buffers plus serialised metric/config records"
 
 
@@ -102,6 +104,11 @@ class UnionFigures(_Model):
     collect_seconds: float = Field(ge=0)
     device: str
     dtype: str
+    announce_seconds: float = Field(0.0, ge=0, description="the announcement round (size before transfer)")
+    announce_bytes_uploaded: int = Field(0, ge=0, description="payload bytes of the parties' announcements")
+    announce_bytes_downloaded: int = Field(0, ge=0, description="payload bytes of the announcement queries")
+    announced_bytes: int = Field(0, ge=0, description="release bytes the accepted announcements named, in total")
+    announce_refused: int = Field(0, ge=0, description="announcements refused before transfer (in rejections)")
 
 
 class Participation(_Model):

@@ -36,6 +36,7 @@ def communication(grid: MeteredGrid, num_parties: int) -> Communication:
         bytes_uploaded_per_party=grid.total_bytes_received / num_parties,
         bytes_downloaded_per_party=grid.total_bytes_sent / num_parties,
         messages_sent=grid.messages_sent, messages_received=grid.messages_received,
+        bytes_uploaded_by_node_id={str(node): int(n) for node, n in sorted(grid.bytes_received.items())},
     )
 
 

@@ -1,6 +1,8 @@
 """Checks on every one-shot upload before it touches the union.
 
-A deployed server receives whatever a SuperNode sends. A release enters the union only if
+A deployed server receives whatever a SuperNode sends. The size limit is enforced twice: on
+the party's announcement, before anything is sent (:mod:`server.announcement`), and here, after
+transfer, on what arrived (a party may ignore the protocol). A release enters the union only if
 it has the expected arrays, shapes, dtypes and counts, finite values, soft labels on the
 probability simplex, stays under the size limit, and is the only upload of its node in
 this collection. Anything else is rejected with a reason; the run goes on with the valid
@@ -19,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +107,11 @@ class UploadCheck:
         theirs is refused.
     claims : dict of int to list of int
         Filled by :meth:`check`: partition id -> the nodes that claimed it with a valid release.
+    announced : dict of int to Announcement, optional
+        The accepted announcements (:mod:`server.announcement`), by node: an upload must then
+        have exactly the announced partition, training rows, input dimension and (when it
+        carries one) validation rows; a node without an accepted announcement is refused.
+        ``None``: no announcement round (the checks below still bound the size after transfer).
     """
 
     row_shape: tuple[int, ...]
@@ -120,6 +128,7 @@ class UploadCheck:
     bound: dict[int, int] = field(default_factory=dict)
     flagged: set[int] = field(default_factory=set)
     claims: dict[int, list[int]] = field(default_factory=dict)
+    announced: dict[int, Any] | None = None
 
     def check(
         self,
@@ -158,6 +167,9 @@ class UploadCheck:
         if absent:
             raise UploadRejected(f"metrics missing or not numbers: {', '.join(absent)}")
         self._check_metric_values(metrics)
+        if self.announced is not None:
+            self._check_announced(node_id, pid, arrays, with_validation)
+        # The last line of defence: a party that ignored the announcement was received in full.
         total = sum(int(a.nbytes) for a in arrays.values())
         if total > self.max_bytes:
             raise UploadRejected(f"upload of {total} bytes is over the limit of {self.max_bytes} bytes")
@@ -189,6 +201,24 @@ class UploadCheck:
         owner = next((n for n, p in self.bound.items() if p == pid and n != node_id), None)
         if owner is not None:
             raise UploadRejected(f"partition-id {pid} was released by node {owner} in the first collection")
+
+    def _check_announced(self, node_id: int, pid: int, arrays: Mapping[str, np.ndarray],
+                         with_validation: bool) -> None:
+        """The upload is what its node announced: partition, rows, input dimension."""
+        told = self.announced.get(node_id) if self.announced is not None else None
+        if told is None:
+            raise UploadRejected(f"node {node_id} has no accepted announcement; its upload was not asked for")
+        if pid != told.partition_id:
+            raise UploadRejected(f"announced partition-id {told.partition_id}, sent partition-id {pid}")
+        parts = [("x", told.rows)] + ([("val-x", told.val_rows)] if with_validation else [])
+        for key, rows in parts:
+            x = arrays.get(key)
+            if x is None or x.ndim < 1:
+                continue  # the key and shape checks below name it
+            dim = math.prod(x.shape[1:])
+            if x.shape[0] != rows or dim != told.input_dim:
+                raise UploadRejected(f"announced {rows} rows x {told.input_dim} inputs for {key}, sent "
+                                     f"{x.shape[0]} rows x {dim} inputs")
 
     def _check_metric_values(self, metrics: Mapping[str, object]) -> None:
         """Every figure a number, never NaN, finite unless the encoding allows +inf for it, and

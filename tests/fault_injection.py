@@ -9,8 +9,12 @@ run (``{"<partition-id>": {"test-fault": ..., "test-fault-round": ...}}``).
 One-shot (``query``): ``"silent"`` never answers (for ``test-fault-seconds``), ``"nan-upload"``
 uploads NaN inputs, ``"crash"`` raises (a party that dies mid-collection: the server gets an
 error reply), ``"claim-partition"`` sends its own valid release under ``partition-id =
-test-fault-partition`` (another party's). FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a
-model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
+test-fault-partition`` (another party's; its announcement claims that partition too),
+``"oversized"`` repeats its release's rows until the release is at least ``test-fault-mb``
+MiB and announces that truthfully (the server refuses it before transfer), ``"lies"`` announces
+its honest, small release and then sends the oversized one.
+
+FedProx / FedAvg (``train`` / ``evaluate``): ``"nan-weights"`` returns a model of NaNs, ``"negative-examples"`` reports ``-num-examples``, ``"low-val-loss"`` reports a
 validation loss of ``-1e6``, ``"crash"`` raises from round ``test-fault-round`` (default 1) on,
 as a party that dies mid-run.
 
@@ -22,6 +26,7 @@ The production ClientApp has no such switch; only a test that builds an app whos
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -30,10 +35,12 @@ from flwr.app import Array, ArrayRecord, Context, Message, MetricRecord, RecordD
 from flwr.clientapp import ClientApp
 
 from client import app as production
+from common.encodings import release_nbytes
 
 app = ClientApp()
 
-FAULTS = ("silent", "nan-upload", "nan-weights", "negative-examples", "low-val-loss", "crash", "claim-partition")
+FAULTS = ("silent", "nan-upload", "nan-weights", "negative-examples", "low-val-loss", "crash", "claim-partition",
+          "oversized", "lies")
 PLAN_NAME = "test-faults.json"
 
 
@@ -72,6 +79,37 @@ def _crash_if_due(msg: Message, context: Context) -> None:
         raise RuntimeError(f"test fault: party crashed in round {server_round}")
 
 
+def _repeats(train_bytes: int, options: dict) -> int:
+    """How often the honest training release is repeated to reach ``test-fault-mb`` MiB."""
+    return max(1, math.ceil(float(options.get("test-fault-mb", 300)) * 2**20 / max(1, train_bytes)))
+
+
+def _oversized_announcement(msg: Message, reply: Message, context: Context) -> Message:
+    """The truthful announcement of the repeated release."""
+    told = dict(reply.content["announcement"])
+    dtype = production.run_config_of(context).upload_dtype
+    dim, classes = int(told["input-dim"]), int(told["num-classes"])
+    rows = int(told["num-examples"]) * _repeats(release_nbytes(int(told["num-examples"]), dim, classes, dtype),
+                                                _options(context))
+    told.update({"num-examples": rows,
+                 "release-bytes": release_nbytes(rows + int(told["num-val"]), dim, classes, dtype)})
+    return Message(RecordDict({"announcement": MetricRecord(told)}), reply_to=msg)
+
+
+def _oversized_release(msg: Message, reply: Message, context: Context) -> Message:
+    """The release with its training rows repeated (``num-examples`` says so)."""
+    release = reply.content["release"]
+    arrays = {key: release[key].numpy() for key in release}
+    k = _repeats(arrays["x"].nbytes + arrays["y"].nbytes, _options(context))
+    for key in ("x", "y"):
+        arrays[key] = np.tile(arrays[key], (k,) + (1,) * (arrays[key].ndim - 1))
+    metrics = dict(reply.content["metrics"])
+    metrics["num-examples"] = int(arrays["x"].shape[0])
+    content = RecordDict({"release": ArrayRecord({key: Array(a) for key, a in arrays.items()}),
+                          "metrics": MetricRecord(metrics)})
+    return Message(content, reply_to=msg)
+
+
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     fault = _fault(context)
@@ -80,6 +118,16 @@ def query(msg: Message, context: Context) -> Message:
     if fault == "crash":  # a party that dies mid-collection
         raise RuntimeError("test fault: party crashed during collection")
     reply = production.query(msg, context)
+    if "announcement" in reply.content:
+        if fault == "oversized":
+            return _oversized_announcement(msg, reply, context)
+        if fault == "claim-partition":  # a consistent claimant announces the claimed partition too
+            told = dict(reply.content["announcement"])
+            told["partition-id"] = int(_options(context)["test-fault-partition"])
+            return Message(RecordDict({"announcement": MetricRecord(told)}), reply_to=msg)
+        return reply  # "lies": the honest, small announcement
+    if fault in ("oversized", "lies"):
+        return _oversized_release(msg, reply, context)
     if fault == "claim-partition":  # another party's partition id on a valid release
         metrics = dict(reply.content["metrics"])
         metrics["partition-id"] = int(_options(context)["test-fault-partition"])

@@ -54,10 +54,16 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert summary["union"]["train_rows"] == sum(p["num-examples"] for p in parties) == 1438 - held_out
     assert summary["union"]["val_rows"] == 0 and all(p["num-val"] == 0 for p in parties)
     assert summary["union"]["grow_events"] == 0
-    # Upload = the float32 release (64 inputs + 10 soft labels per row) plus small records.
+    # Upload = the float32 release (64 inputs + 10 soft labels per row) plus small records,
+    # after one small announcement per party that named exactly those release bytes.
     release_bytes = (1438 - held_out) * (64 + 10) * 4
-    assert release_bytes < summary["communication"]["bytes_uploaded"] < release_bytes * 1.05
-    assert summary["communication"]["bytes_downloaded"] < 2000  # queries carry no model
+    union, comm = summary["union"], summary["communication"]
+    assert union["announced_bytes"] == release_bytes and union["announce_refused"] == 0
+    assert 0 < union["announce_bytes_uploaded"] < 200 * PARTIES  # six whole numbers per party
+    assert comm["bytes_uploaded"] == sum(comm["bytes_uploaded_by_node_id"].values())
+    assert release_bytes < comm["bytes_uploaded"] - union["announce_bytes_uploaded"] < release_bytes * 1.05
+    assert comm["bytes_downloaded"] < 2000  # queries (announcement and release) carry no model
+    assert comm["messages_sent"] == comm["messages_received"] == 2 * PARTIES
     assert 0.5 < summary["result"]["test_accuracy"] <= 1.0
     assert summary["result"]["selection"] == "last" and summary["result"]["selected_at"] == TINY["central-epochs"]
     assert summary["result"]["test_accuracy"] == summary["result"]["last_test_accuracy"]
@@ -99,7 +105,8 @@ def test_one_shot_selection_on_the_parties_clean_validation_is_one_metered_round
     assert result["selected_val_loss"] == pytest.approx(min(losses.values()))
     assert summary["union"]["val_rows"] == 0 and summary["rounds"] == 2
     comm = summary["communication"]
-    assert comm["messages_sent"] == 2 * PARTIES and comm["messages_received"] == 2 * PARTIES
+    # An announcement, a release and a selection message to every party.
+    assert comm["messages_sent"] == 3 * PARTIES and comm["messages_received"] == 3 * PARTIES
     # Two candidate models to each party: the download is the selection round's, measured.
     assert round_["bytes_downloaded"] <= comm["bytes_downloaded"] < round_["bytes_downloaded"] + 2000
     assert round_["bytes_downloaded"] > 2 * PARTIES * 4 * 64 * 1024  # a first layer of 64 x 1024 floats, at least
@@ -132,7 +139,7 @@ def test_per_epoch_release_queries_every_epoch_and_counts_exposures(flower, tmp_
     # Upload: the training release every epoch.
     expected = epochs * summary["union"]["train_rows"] * (64 + 10) * 4
     assert expected < summary["communication"]["bytes_uploaded"] < expected * 1.05
-    assert summary["communication"]["messages_received"] == epochs * PARTIES
+    assert summary["communication"]["messages_received"] == (1 + epochs) * PARTIES  # an announcement first
     assert "exposed 4x" in log
 
 

@@ -17,7 +17,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from common.config import ConfigError, parse_run_config
-from common.encodings import get_encoding
+from common.encodings import get_encoding, release_nbytes
 from server.collection import collect_releases
 from server.metered_grid import MeteredGrid
 from server.run_files import OutputDirError, check_output_dir, write_failed
@@ -39,6 +39,11 @@ def _release(pid, rows):
     return arrays, metrics
 
 
+def _announcement(pid, rows):
+    return {"partition-id": pid, "num-examples": rows, "num-val": 0, "input-dim": DIM, "num-classes": CLASSES,
+            "release-bytes": release_nbytes(rows, DIM, CLASSES, "float32")}
+
+
 @pytest.fixture(autouse=True)
 def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_run_id", 1, raising=False)
@@ -47,8 +52,9 @@ def task_identity(monkeypatch):
 
 
 class PlannedGrid(Grid):
-    """Each node answers its plan: ``(pid, rows)`` a valid release, ``"error"`` the SuperLink's
-    error reply for a dead node (sender: the SuperLink), ``None`` nothing."""
+    """Each node answers its plan: ``(pid, rows)`` its truthful announcement, then a valid
+    release, ``"error"`` the SuperLink's error reply for a dead node (sender: the SuperLink),
+    ``None`` nothing."""
 
     def __init__(self, plans):
         self.plans, self.pushed = plans, {}
@@ -86,6 +92,8 @@ class PlannedGrid(Grid):
             if plan == "error":
                 reply = Message(Error(code=0, reason="Traceback ...\nRuntimeError: party died"), reply_to=msg)
                 reply.metadata.__dict__["_src_node_id"] = SUPERLINK
+            elif msg.content["config"].get("announce", False):  # size before transfer: what it will send
+                reply = Message(RecordDict({"announcement": MetricRecord(_announcement(*plan))}), reply_to=msg)
             else:
                 arrays, metrics = _release(*plan)
                 reply = Message(RecordDict({"release": ArrayRecord({k: Array(v) for k, v in arrays.items()}),

@@ -5,9 +5,10 @@ Adding an encoding: write one module with a subclass of :class:`Encoding` decora
 ``"package.module:Class"``).
 """
 
-from common.encodings.base import ENCODINGS, EncodedRows, Encoding, EncodingOutput, get_encoding
+from common.encodings.base import ENCODINGS, EncodedRows, Encoding, EncodingOutput, get_encoding, release_nbytes
 from common.encodings import instahide, pooled, singularized  # noqa: F401 - registers the encodings
 
 DEFAULT_ENCODING = "singularized"
 
-__all__ = ["DEFAULT_ENCODING", "ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding"]
+__all__ = ["DEFAULT_ENCODING", "ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding",
+           "release_nbytes"]

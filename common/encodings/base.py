@@ -34,7 +34,32 @@ if TYPE_CHECKING:
     from common.config import RunConfig
     from common.party import PartyData
 
-__all__ = ["ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding"]
+__all__ = ["ENCODINGS", "EncodedRows", "Encoding", "EncodingOutput", "get_encoding", "release_nbytes"]
+
+LABEL_ITEMSIZE = 4
+"""Soft labels travel as float32, whatever the run's ``upload-dtype``."""
+
+
+def release_nbytes(rows: int, input_dim: int, num_classes: int, upload_dtype: str) -> int:
+    """Bytes of the arrays of a release of ``rows`` rows: inputs in ``upload_dtype`` plus
+    float32 soft labels (what a party announces, and what the server recomputes from the
+    announced shapes).
+
+    Parameters
+    ----------
+    rows : int
+        Released rows (training and validation parts together).
+    input_dim : int
+        Elements of one input row.
+    num_classes : int
+        Width of the soft labels.
+    upload_dtype : {"float32", "float16"}
+        The run's ``upload-dtype``.
+    """
+    itemsize = {"float32": 4, "float16": 2}.get(upload_dtype)
+    if itemsize is None:
+        raise ValueError(f"unknown upload dtype {upload_dtype!r}")
+    return int(rows) * (int(input_dim) * itemsize + int(num_classes) * LABEL_ITEMSIZE)
 
 
 class EncodedRows(Protocol):
@@ -97,6 +122,14 @@ class Encoding(ABC):
         an encoding whose figures reveal the party's private statistics coarsens or withholds
         those in ``"coarse"`` mode."""
         return metrics
+
+    def release_rows(self, private_rows: int) -> int:
+        """Rows a release of ``private_rows`` private rows has (what a party announces before
+        it encodes anything). Every built-in encoding releases one row per private row
+        (Algorithm 1 pairs by a derangement; InstaHide encodes each row once; pooled sends the
+        rows); an encoding that releases more or fewer overrides this, or its uploads no
+        longer match their announcements and are refused."""
+        return int(private_rows)
 
     def input_bound(self, cfg: RunConfig, *, value_bound: float | None, dim: int) -> float | None:
         """The largest ``|x~|`` a legitimate release can carry, from public facts only: the

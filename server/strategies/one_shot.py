@@ -8,6 +8,12 @@ central training it owns. It is usable from any ServerApp::
     strategy = OneShot(encoding=get_encoding("singularized"), central_epochs=100, seed=0)
     result = strategy.start(grid=grid, node_ids=ids, row_shape=(64,), num_classes=10)
 
+Size before transfer: before the first collection every party announces what its release will
+be (one small message each way, :mod:`server.announcement`); a party whose announcement is
+refused (above ``max_upload_bytes``, malformed) is never asked for its release, and every upload
+must match its announcement (a release that does not is refused after transfer, as is one over
+the size limit: the last line of defence against a party that ignores the protocol).
+
 With ``release = "per-epoch"`` the strategy queries every party again before each central
 epoch after the first and trains that epoch on the fresh union (the validation releases,
 sent with the first query, stay fixed for model selection).
@@ -30,6 +36,7 @@ from torch import nn
 
 from common.encodings import Encoding
 from common.training import CentralTrainer, evaluate
+from server.announcement import Announced, announce_releases
 from server.collection import Collected, collect_releases
 from server.selection import select_on_parties
 from server.memory import MemoryProbe
@@ -161,6 +168,13 @@ class OneShot:
         return collect_releases(grid, node_ids, timeout=timeout, device=self.device, epoch=epoch,
                                 with_validation=epoch == 1 and self.selection == "mixed-validation", check=check)
 
+    def _announce(self, grid: MeteredGrid, node_ids: list[int], *, row_shape: tuple[int, ...], num_classes: int,
+                  num_partitions: int, timeout: float) -> Announced:
+        return announce_releases(grid, node_ids, timeout=timeout, max_bytes=self.max_upload_bytes,
+                                 row_shape=row_shape, num_classes=num_classes, input_dtype=self.upload_dtype,
+                                 num_partitions=num_partitions,
+                                 with_validation=self.selection == "mixed-validation")
+
     def start(
         self,
         *,
@@ -211,20 +225,34 @@ class OneShot:
 
         bound: dict[int, int] = {}  # node -> partition of its first release (later collections keep it)
         flagged: set[int] = set()  # nodes of a partition conflict in the first collection
+        probe = MemoryProbe(self.device).start()
+        announced = self._announce(grid, node_ids, row_shape=tuple(row_shape), num_classes=num_classes,
+                                   num_partitions=partitions, timeout=timeout)
+        probe.checkpoint("announced")  # a release refused here was never sent: the growth stays ~0
+        result.union = {"train_rows": 0, "val_rows": 0, **announced.figures()}
+        result.failures, result.rejections = list(announced.failures), list(announced.rejections)
+        everyone = list(node_ids)  # the selection round asks every party, as before
+        node_ids = [nid for nid in node_ids if nid in announced.accepted]  # only these are asked to upload
+        if len(node_ids) < self.quorum:
+            raise OneShotFailed(
+                f"{len(node_ids)} accepted announcement(s), fewer than quorum = {self.quorum} "
+                f"({len(announced.failures)} failed, {len(announced.rejections)} refused before transfer)",
+                stage="collection", result=result)
 
         def check() -> UploadCheck:  # one per collection: a party uploads once per query
             return UploadCheck(row_shape=tuple(row_shape), num_classes=num_classes, input_dtype=self.upload_dtype,
                                num_partitions=partitions, max_bytes=self.max_upload_bytes, encoding=self.encoding,
                                value_bound=self.value_bound, party_figures=self.party_figures,
-                               bound=dict(bound), flagged=set(flagged))
+                               bound=dict(bound), flagged=set(flagged), announced=announced.accepted)
 
-        probe = MemoryProbe(self.device).start()
         first = self._collect(grid, node_ids, epoch=1, check=check(), timeout=timeout)
         result.releases = Counter(int(m["partition-id"]) for m in first.party_metrics)
-        result.failures, result.rejections = list(first.failures), list(first.rejections)
+        result.failures.extend(first.failures)
+        result.rejections.extend(first.rejections)
         result.conflicts = list(first.conflicts)
         result.parties = sorted(first.party_metrics, key=lambda m: m["partition-id"])
-        result.union = {"train_rows": first.train.filled, "val_rows": first.val.filled if first.val is not None else 0}
+        result.union = {"train_rows": first.train.filled, "val_rows": first.val.filled if first.val is not None else 0,
+                        **announced.figures()}
         bound.update({int(m["node-id"]): int(m["partition-id"]) for m in first.party_metrics})
         flagged.update(n for c in first.conflicts for n in c["node-ids"])
         if len(first.party_metrics) < self.quorum:
@@ -282,7 +310,7 @@ class OneShot:
             result.selected_val_loss = best_loss
             result.arrays = ArrayRecord(best_state) if best_state is not None else last_arrays
         elif self.selection == "validation":
-            chosen = select_on_parties(grid, node_ids, candidates, timeout=timeout)
+            chosen = select_on_parties(grid, everyone, candidates, timeout=timeout)
             result.selection_round = chosen.figures
             result.selected_epoch, result.selected_val_loss = chosen.step, chosen.val_loss
             result.arrays = ArrayRecord(candidates[chosen.step])
@@ -304,6 +332,6 @@ class OneShot:
             "buffer_used_bytes": first.train.used_bytes + val_used,
             "grow_events": first.train.grow_events + (first.val.grow_events if first.val is not None else 0),
             "collect_seconds": first.seconds, "device": str(self.device),
-            "dtype": str(first.train.x.dtype).removeprefix("torch."),
+            "dtype": str(first.train.x.dtype).removeprefix("torch."), **announced.figures(),
         }
         return result
