@@ -14,7 +14,7 @@ An oversized release is thus refused before it is sent: one small message each w
 What this does not do: a hostile party that ignores the protocol (it announces a small
 release and sends a large one) still makes the server receive its message before the
 mismatch and the size check after transfer (the last line of defence) refuse it. Such a
-message is bounded only by Flower's transport: Flower 1.41 moves an array in chunks of
+message is bounded only by Flower's transport: Flower 1.42 moves an array in chunks of
 ``FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE`` (5 MiB) and every gRPC call is bounded by
 ``flwr.supercore.grpc.GRPC_MAX_MESSAGE_LENGTH`` (2_147_483_647 bytes, 2 GiB - 1), which
 therefore bounds a chunk, not a whole message.
