@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ConfigError, RunConfig, parse_run_config
-from simulations.runtime.local_flower import PROJECT_ROOT, flower_env, flower_run_id, run_config_arg, stop_flower_run
+from simulations.runtime.local_flower import (
+    PROJECT_ROOT,
+    flower_env,
+    flower_run_id,
+    flwr_home,
+    run_config_arg,
+    stale_local_superlink,
+    stop_flower_run,
+)
 
 __all__ = ["DEFAULT_PARTIES", "check_run_config", "main"]
 
@@ -155,6 +163,11 @@ def run(argv: Sequence[str]) -> int:
         return 2
     summary = Path(cfg.output_dir) / f"{cfg.run_name.removesuffix('.json')}.json"
     env = flower_env(app_dir=args.app.resolve())
+    stale = stale_local_superlink(flwr_home(env), app_dir=args.app.resolve()) if args.federation is None else None
+    if stale:
+        print(f"error: {stale}; its runs would not run this code. Stop it with `mixupfl stop` (the next run "
+              "starts a fresh one) and run again.", file=sys.stderr)
+        return 2
     cmd = [str(Path(sys.executable).with_name("flwr")), "run", str(args.app.resolve())]
     cmd += [args.federation] if args.federation else []
     cmd += ["--stream", "--run-config", run_config_arg(overrides)]

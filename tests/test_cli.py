@@ -57,3 +57,30 @@ def test_each_record_is_shown_once_and_flowers_stale_notes_are_hidden(tmp_path, 
     shown = capsys.readouterr().out.splitlines()
     assert code == 3 and kept.splitlines() == lines  # the kept log has everything
     assert shown == [lines[0], lines[3], lines[8]]
+
+
+def test_a_local_superlink_started_for_another_checkout_is_named_before_anything_runs(tmp_path):
+    """The local SuperLink keeps the environment that started it: one started for another
+    checkout would run that checkout's code (or hang after a Flower upgrade)."""
+    import subprocess
+    import sys
+
+    from simulations.runtime.local_flower import PROJECT_ROOT, stale_local_superlink
+
+    home = tmp_path / "flwr-home"
+    fake = tmp_path / "flower-superlink"  # a stand-in process that looks like a managed local SuperLink
+    fake.write_text("import time\ntime.sleep(60)\n")
+    marker = str(home / "local-superlink" / "state.db")
+    other = tmp_path / "other-checkout"
+    other.mkdir()
+    for pythonpath, expected in ((str(other), f"started for the app in {other}"), (str(PROJECT_ROOT), None)):
+        proc = subprocess.Popen([sys.executable, str(fake), "--database", marker], env={"PYTHONPATH": pythonpath})
+        try:
+            import time
+
+            time.sleep(0.3)
+            found = stale_local_superlink(home)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert (found is None) if expected is None else (expected in found and str(proc.pid) in found)

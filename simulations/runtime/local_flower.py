@@ -190,6 +190,33 @@ def local_superlink_pids(home: Path) -> list[int]:
     return pids
 
 
+def stale_local_superlink(home: Path, *, app_dir: Path = PROJECT_ROOT) -> str | None:
+    """Why the running local SuperLink of ``home`` cannot serve this app's runs, or ``None``.
+
+    The local SuperLink keeps the environment of the ``flwr`` command that started it, and its
+    simulations import the app from that environment's ``PYTHONPATH``: one started from another
+    checkout runs that checkout's code; one started before Flower was upgraded runs the old
+    Flower against the new one's simulation process (runs then hang after "Starting
+    logstream"). Both are found here from ``/proc`` (Linux; elsewhere nothing is checked)."""
+    import flwr
+
+    installed = Path(flwr.__file__).resolve().parent
+    for pid in local_superlink_pids(home):
+        try:
+            environ = dict(item.split("=", 1) for item in
+                           Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0") if "=" in item)
+            started = Path(f"/proc/{pid}").stat().st_mtime
+        except OSError:
+            continue
+        first = next(iter(filter(None, environ.get("PYTHONPATH", "").split(os.pathsep))), "")
+        if first and Path(first).resolve() != Path(app_dir).resolve():
+            return f"the local SuperLink (pid {pid}) was started for the app in {first}, not {app_dir}"
+        newest = max((installed / name).stat().st_mtime for name in ("__init__.py", "cli") if (installed / name).exists())
+        if newest > started:
+            return f"the local SuperLink (pid {pid}) was started before Flower was (re)installed"
+    return None
+
+
 def stop_local_superlink(home: Path, *, grace: float = 10.0) -> int:
     """Stop the managed local SuperLink of ``home`` and its process group; returns how many
     SuperLinks were stopped."""
