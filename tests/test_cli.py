@@ -84,3 +84,14 @@ def test_a_local_superlink_started_for_another_checkout_is_named_before_anything
             proc.kill()
             proc.wait()
         assert (found is None) if expected is None else (expected in found and str(proc.pid) in found)
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep", "report", "audit", "instahide", "defences", "frontier",
+                                     "federation", "stop"])
+def test_every_subcommand_takes_its_arguments_and_answers_help(command, capsys):
+    from simulations.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage:" in capsys.readouterr().out
