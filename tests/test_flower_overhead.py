@@ -376,3 +376,26 @@ def test_a_cluster_named_in_the_environment_is_used_and_never_stopped():
         root = sim.root
         sim.close()
     assert not root.exists()
+
+
+def test_processes_naming_the_session_folder_are_stopped_and_no_others(tmp_path):
+    import subprocess
+    import sys
+
+    from simulations.runtime.session import processes_naming, stop_processes_naming
+
+    folder = str(tmp_path / "mixupfl-sim-test")
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    named = subprocess.Popen(sleeper, env={"FLWR_HOME": folder + "/flwr"})
+    other = subprocess.Popen(sleeper, env={"FLWR_HOME": str(tmp_path / "someone-else")})
+    try:
+        import time
+
+        time.sleep(0.2)
+        assert processes_naming(folder) == [named.pid]
+        assert stop_processes_naming(folder, grace=5) == 0
+        assert named.wait(timeout=5) != 0 and other.poll() is None
+    finally:
+        for proc in (named, other):
+            proc.kill()
+            proc.wait()

@@ -336,19 +336,6 @@ def _flwr_runs(env) -> dict[int, str]:
     return {int(r["run-id"]): r["status"] for r in json.loads(proc.stdout)["runs"]}
 
 
-def _processes_mentioning(fragment: str) -> list[int]:
-    """Pids whose command line or environment names ``fragment``."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            text = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
-        except OSError:
-            continue
-        if fragment in text.decode(errors="replace"):
-            found.append(int(proc.name))
-    return found
-
-
 def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_path):
     """A real sweep: SIGTERM in the middle of a run stops that Flower run (not left to finish in
     the SuperLink), the next start computes only what is missing, a third computes nothing."""
@@ -359,8 +346,9 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
 
     import re
 
-    from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
     from simulations.report import read_runs_csv
+    from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
+    from simulations.runtime.session import processes_naming
 
     home, env = flower
     (tmp_path / "sweep.toml").write_text(SWEEP)
@@ -389,7 +377,7 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
     assert session is not None, "the run's command names its session's staged app"
     assert not Path(session.group(1)).exists()
     assert run_id not in _flwr_runs(env)  # never on the shared SuperLink
-    assert not _processes_mentioning(session.group(1))
+    assert not processes_naming(session.group(1))
     assert not list((out / "summaries").glob("*.json"))
 
     first = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)

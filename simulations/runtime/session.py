@@ -47,7 +47,8 @@ from simulations.runtime.local_flower import (
     stop_local_superlink,
 )
 
-__all__ = ["APP_PACKAGES", "LocalSimulation", "WarmRay", "free_port", "reap_stale_sessions", "stage_app"]
+__all__ = ["APP_PACKAGES", "LocalSimulation", "WarmRay", "free_port", "processes_naming", "reap_stale_sessions", "stage_app",
+           "stop_processes_naming"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,42 @@ def _cmdlines(pids: Sequence[int]) -> list[str]:
         except OSError:
             pass
     return out
+
+
+def processes_naming(fragment: str) -> list[int]:
+    """Pids of this user's live processes whose command line or environment names ``fragment``."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid == os.getpid():
+            continue
+        try:
+            text = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
+        except OSError:  # gone, or another user's
+            continue
+        if fragment.encode() in text:
+            found.append(pid)
+    return found
+
+
+def stop_processes_naming(fragment: str, *, grace: float = 5.0) -> int:
+    """SIGTERM (then SIGKILL) every process :func:`processes_naming` finds; returns how many."""
+    pids = processes_naming(fragment)
+    if pids:
+        log.info("stopping %d leftover process(es) of %s: %s", len(pids), fragment, "; ".join(_cmdlines(pids)))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and processes_naming(fragment):
+            time.sleep(0.1)
+        pids = processes_naming(fragment)
+        if not pids:
+            break
+    return len(pids)
 
 
 def _stop_group(pgid: int, *, marker: str, grace: float = 10.0) -> int:
@@ -259,6 +296,7 @@ def reap_stale_sessions(base: Path | None = None) -> list[Path]:
         stop_local_superlink(folder / "flwr")
         if owner.get("ray_pgid"):
             _stop_group(int(owner["ray_pgid"]), marker=str(folder / "ray"))
+        stop_processes_naming(str(folder))
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
@@ -377,6 +415,10 @@ class LocalSimulation:
             if self.ray is not None:
                 self.ray.stop()
                 self.ray = None
+            # What the SuperLink started in sessions of their own (its SuperExec, a run's
+            # simulation process) outlives its process group: stop whatever still names this
+            # session's folder (a fresh temporary folder: nobody else's process does).
+            stop_processes_naming(str(root))
             shutil.rmtree(root, ignore_errors=True)
             atexit.unregister(self.close)
 
