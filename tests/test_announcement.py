@@ -11,7 +11,6 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from common.encodings import get_encoding, release_nbytes
@@ -20,6 +19,7 @@ from server.announcement import announce_releases, check_announcement
 from server.metered_grid import MeteredGrid, payload_bytes
 from server.strategies import OneShot
 from server.validation import UploadCheck, UploadRejected
+from tests.fake_grid import RecordingGrid
 
 SINGULARIZED = get_encoding("singularized")
 FIRST = SINGULARIZED.required_metrics("exact", first=True)
@@ -180,35 +180,16 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
 
 
-class AnnouncingGrid(Grid):
+class AnnouncingGrid(RecordingGrid):
     """Node plans ``(pid, rows, announced_rows)``: announce ``announced_rows``, send ``rows``;
     every pushed message is kept (``pushed``), so a test sees who was asked what."""
 
     def __init__(self, plans):
-        self.plans, self.pushed = plans, {}
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        return None
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise NotImplementedError
+        super().__init__()
+        self.plans = plans
 
     def get_node_ids(self):
         return list(self.plans)
-
-    def push_messages(self, messages):
-        ids = []
-        for msg in messages:
-            ids.append(f"m{len(self.pushed)}")
-            self.pushed[ids[-1]] = msg
-        return ids
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
 
     def pull_messages(self, message_ids):
         replies = []

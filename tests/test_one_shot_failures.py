@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import Array, ArrayRecord, Context, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from common.config import ConfigError, parse_run_config
@@ -24,6 +23,7 @@ from server.run_files import OutputDirError, check_output_dir, write_failed
 from server.strategies import OneShot, OneShotFailed
 from server.union import UnionBuffer
 from server.validation import UploadCheck, UploadRejected
+from tests.fake_grid import RecordingGrid
 
 SINGULARIZED = get_encoding("singularized")
 FIRST = SINGULARIZED.required_metrics("exact", first=True)
@@ -51,36 +51,17 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
 
 
-class PlannedGrid(Grid):
+class PlannedGrid(RecordingGrid):
     """Each node answers its plan: ``(pid, rows)`` its truthful announcement, then a valid
     release, ``"error"`` the SuperLink's error reply for a dead node (sender: the SuperLink),
     ``None`` nothing."""
 
     def __init__(self, plans):
-        self.plans, self.pushed = plans, {}
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        return None
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise NotImplementedError
+        super().__init__()
+        self.plans = plans
 
     def get_node_ids(self):
         return list(self.plans)
-
-    def push_messages(self, messages):
-        ids = []
-        for msg in messages:
-            ids.append(f"m{len(self.pushed)}")
-            self.pushed[ids[-1]] = msg
-        return ids
-
-    def send_and_receive(self, messages, *, timeout=None):
-        raise NotImplementedError
 
     def pull_messages(self, message_ids):
         replies = []

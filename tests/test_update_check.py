@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, Error, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
 from flwr.supercore.task_identity import TaskIdentity
 
 from common.run_summary import RunSummary
@@ -20,6 +19,7 @@ from server.metered_grid import MeteredGrid
 from server.strategies.federated import federated_strategy
 from server.strategies.screening import QuorumLost
 from server.update_check import UpdateCheck, UpdateRejected, agreeing_key_set, layout_of
+from tests.fake_grid import RecordingGrid
 
 GLOBAL = ArrayRecord({"w": Array(np.zeros((2, 3), np.float32)), "count": Array(np.array(0, np.int64))})
 LAYOUT = layout_of(GLOBAL)
@@ -112,7 +112,7 @@ def task_identity(monkeypatch):
     monkeypatch.setattr(TaskIdentity, "_task_id", 1, raising=False)
 
 
-class ScriptedGrid(Grid):
+class ScriptedGrid(RecordingGrid):
     """Nodes 11, 12, ... answer by ``script(node, msg)``: a RecordDict, an ``Error``, or ``None``
     (no reply). ``error_sender`` sends error replies from another node (as the SuperLink does
     for a node that is gone). ``leave`` maps a round to the nodes that disconnect before it."""
@@ -120,29 +120,12 @@ class ScriptedGrid(Grid):
     def __init__(self, script, *, nodes=4, error_sender=None, leave=None):
         self.script, self.nodes = script, [11 + i for i in range(nodes)]
         self.error_sender, self.leave = error_sender, leave or {}
-        self.pushed: dict[str, Message] = {}
+        super().__init__()
         self.round = 0
-
-    def set_run(self, run):
-        pass
-
-    @property
-    def run(self):
-        return None
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
-        raise NotImplementedError
 
     def get_node_ids(self):
         gone = {n for r, nodes in self.leave.items() if r <= self.round + 1 for n in nodes}
         return [n for n in self.nodes if n not in gone]
-
-    def push_messages(self, messages):
-        ids = []
-        for msg in messages:
-            ids.append(f"m{len(self.pushed)}")
-            self.pushed[ids[-1]] = msg
-        return ids
 
     def pull_messages(self, message_ids):
         replies = []
