@@ -15,9 +15,7 @@ that writes summaries without starting Flower.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +28,7 @@ from simulations.runtime.local_flower import (
     flwr_run_command,
     stop_flower_run,
 )
+from simulations.runtime.processes import terminate
 
 if TYPE_CHECKING:
     from simulations.sweep.plan import SweepRun
@@ -145,18 +144,7 @@ class FlowerExecutor:
         run_id = flower_run_id(log_path.read_text(encoding="utf-8", errors="replace")) if log_path.exists() else None
         if run_id is not None:  # the SuperLink would otherwise finish the run in the background
             stop_flower_run(run_id, env=self.env)
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if _alive(pid):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        terminate(lambda sig: os.killpg(pid, sig), lambda: _alive(pid), grace=10.0, poll=0.2)
 
 
 def _alive(pid: int) -> bool:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
+
+from simulations.runtime.processes import terminate
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -221,18 +221,14 @@ def stop_local_superlink(home: Path, *, grace: float = 10.0) -> int:
     """Stop the managed local SuperLink of ``home`` and its process group; returns how many
     SuperLinks were stopped."""
     pids = local_superlink_pids(home)
-    for pid in pids:
-        try:
-            os.killpg(os.getpgid(pid), signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in pids):
-        time.sleep(0.2)
-    for pid in pids:
-        if Path(f"/proc/{pid}").exists():
+
+    def send(sig: int) -> None:
+        for pid in pids:
             try:
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
+                os.killpg(os.getpgid(pid), sig)
             except (ProcessLookupError, PermissionError):
                 pass
+
+    if pids:
+        terminate(send, lambda: any(Path(f"/proc/{p}").exists() for p in pids), grace=grace, poll=0.2)
     return len(pids)

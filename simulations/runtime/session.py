@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from simulations.runtime.local_flower import (
     local_superlink_pids,
     stop_local_superlink,
 )
+from simulations.runtime.processes import processes_naming, stop_group, stop_processes_naming
 
 __all__ = ["APP_PACKAGES", "LocalSimulation", "WarmRay", "free_port", "processes_naming", "reap_stale_sessions", "stage_app",
            "stop_processes_naming"]
@@ -113,88 +113,6 @@ def stage_app(app_dir: Path, staged: Path, *, packages: Sequence[str] | None = N
         elif path.is_dir() and not any(path.iterdir()):
             path.rmdir()
     return staged
-
-
-def _pids_in_group(pgid: int) -> list[int]:
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # a zombie has exited: only unreaped
-            pids.append(int(proc.name))
-    return pids
-
-
-def _cmdlines(pids: Sequence[int]) -> list[str]:
-    out = []
-    for pid in pids:
-        try:
-            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
-        except OSError:
-            pass
-    return out
-
-
-def processes_naming(fragment: str) -> list[int]:
-    """Pids of this user's live processes whose command line or environment names ``fragment``."""
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        pid = int(proc.name)
-        if pid == os.getpid():
-            continue
-        try:
-            text = (proc / "cmdline").read_bytes() + b"\0" + (proc / "environ").read_bytes()
-        except OSError:  # gone, or another user's
-            continue
-        if fragment.encode() in text:
-            found.append(pid)
-    return found
-
-
-def stop_processes_naming(fragment: str, *, grace: float = 5.0) -> int:
-    """SIGTERM (then SIGKILL) every process :func:`processes_naming` finds; returns how many."""
-    pids = processes_naming(fragment)
-    if pids:
-        log.info("stopping %d leftover process(es) of %s: %s", len(pids), fragment, "; ".join(_cmdlines(pids)))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and processes_naming(fragment):
-            time.sleep(0.1)
-        pids = processes_naming(fragment)
-        if not pids:
-            break
-    return len(pids)
-
-
-def _stop_group(pgid: int, *, marker: str, grace: float = 10.0) -> int:
-    """SIGTERM (then SIGKILL) process group ``pgid`` if one of its processes names ``marker``
-    (so that a reused group id is never signalled); returns how many processes it had."""
-    pids = _pids_in_group(pgid)
-    if not pids or not any(marker in c for c in _cmdlines(pids)):
-        return 0
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return 0
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _pids_in_group(pgid):
-        time.sleep(0.1)
-    if _pids_in_group(pgid):
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        deadline = time.monotonic() + 2.0
-        while time.monotonic() < deadline and _pids_in_group(pgid):
-            time.sleep(0.05)
-    return len(pids)
 
 
 RAY_HEAD_ENV = {
@@ -270,7 +188,7 @@ class WarmRay:
         """Stop the cluster's processes (its process group); returns how many there were."""
         if self.pgid is None:
             return 0
-        stopped = _stop_group(self.pgid, marker=str(self.temp_dir))
+        stopped = stop_group(self.pgid, marker=str(self.temp_dir))
         self.pgid, self.address = None, None
         return stopped
 
@@ -295,7 +213,7 @@ def reap_stale_sessions(base: Path | None = None) -> list[Path]:
             continue
         stop_local_superlink(folder / "flwr")
         if owner.get("ray_pgid"):
-            _stop_group(int(owner["ray_pgid"]), marker=str(folder / "ray"))
+            stop_group(int(owner["ray_pgid"]), marker=str(folder / "ray"))
         stop_processes_naming(str(folder))
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
