@@ -76,7 +76,7 @@ def test_a_toy_encoding_from_a_test_file_runs_through_flwr_to_a_summary_and_a_re
 
     home, env = flower
     config = {"encoding": REFERENCE, "central-epochs": 3, "output-dir": str(tmp_path / "runs"), "run-name": "toy"}
-    proc = flwr_run(config, num_supernodes=3, log_path=tmp_path / "toy.log", env=env, timeout=420)
+    proc = flwr_run(config, num_supernodes=3, log_path=tmp_path / "toy.log", env=env, timeout=420, app_dir=flower.app)
     log = (tmp_path / "toy.log").read_text()
     assert proc.returncode == 0, log[-3000:]
     summary = read_summary(tmp_path / "runs" / "toy.json")

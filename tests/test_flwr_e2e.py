@@ -30,7 +30,7 @@ def _run(flower, tmp_path: Path, name: str, **config) -> tuple[int, str, Path]:
     out = tmp_path / "runs"
     log = tmp_path / f"{name}.log"
     proc = flwr_run({**TINY, **config, "output-dir": str(out), "run-name": name},
-                    num_supernodes=PARTIES, log_path=log, env=env, timeout=420)
+                    num_supernodes=PARTIES, log_path=log, env=env, timeout=420, app_dir=flower.app)
     summary = out / f"{name}.json"
     if proc.returncode == 0 and summary.exists():
         _FIRST_RUNS.setdefault(frozenset(config.items()), summary)
@@ -348,7 +348,7 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
 
     from simulations.report import read_runs_csv
     from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
-    from simulations.runtime.session import processes_naming
+    from simulations.runtime.processes import processes_naming
 
     home, env = flower
     (tmp_path / "sweep.toml").write_text(SWEEP)
