@@ -295,9 +295,9 @@ def test_stale_sessions_of_dead_owners_are_removed_and_live_ones_kept(tmp_path):
 
 
 def test_a_process_group_without_the_sessions_marker_is_never_signalled():
-    from simulations.runtime.session import _stop_group
+    from simulations.runtime.processes import stop_group
 
-    assert _stop_group(os.getpgid(0), marker="/no/such/session/marker") == 0
+    assert stop_group(os.getpgid(0), marker="/no/such/session/marker") == 0
 
 
 # -- through flwr run ---------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ def test_sweep_session_runs_on_a_warm_cluster_and_leaves_nothing_running(tmp_pat
     environment); closing the session stops its SuperLink and every Ray process."""
     from simulations.runtime.executor import FlowerExecutor
     from simulations.runtime.local_flower import flower_env, local_superlink_pids
-    from simulations.runtime.session import _pids_in_group
+    from simulations.runtime.processes import pids_in_group
     from simulations.sweep.plan import SweepRun
 
     executor = FlowerExecutor(env=flower_env(), timeout=600)
@@ -358,7 +358,7 @@ def test_sweep_session_runs_on_a_warm_cluster_and_leaves_nothing_running(tmp_pat
         assert f"RAY_ADDRESS={session.ray_address}".encode() in environ
     finally:
         executor.close()
-    assert local_superlink_pids(home) == [] and _pids_in_group(pgid) == []
+    assert local_superlink_pids(home) == [] and pids_in_group(pgid) == []
     assert not home.exists()
 
 
@@ -382,7 +382,7 @@ def test_processes_naming_the_session_folder_are_stopped_and_no_others(tmp_path)
     import subprocess
     import sys
 
-    from simulations.runtime.session import processes_naming, stop_processes_naming
+    from simulations.runtime.processes import processes_naming, stop_processes_naming
 
     folder = str(tmp_path / "mixupfl-sim-test")
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
