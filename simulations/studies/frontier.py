@@ -20,7 +20,7 @@ One command:
    lines) and ``report.md`` (which settings are on each front; whether a one-shot setting
    dominates FedProx or the reverse; how long it took).
 
-    python -m simulations.studies.frontier                 # digits: 126 runs, hours on 2 cores (results README)
+    python -m simulations.studies.frontier                 # digits: 111 runs, 75 min on 2 cores (results README)
     python -m simulations.studies.frontier --quick --out /tmp/frontier-quick   # a first look, a few minutes
     python -m simulations.studies.frontier --skip-sweep    # tables again from the finished runs
 """
