@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from common.io import write_json_atomic
 
 __all__ = [
-    "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FailedRunSummary", "LeftOut", "Outcome",
+    "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FAILED_SUFFIX", "FailedRunSummary", "LeftOut", "Outcome",
     "Participation", "PartitionConflict", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION",
     "UnionFigures", "read_summary",
 ]
@@ -225,6 +225,11 @@ class RunSummary(_Model):
     def write(self, path: Path | str) -> Path:
         """Write atomically (no reader ever sees half a summary)."""
         return write_json_atomic(path, self.model_dump(mode="json"))
+
+
+FAILED_SUFFIX = ".failed.json"
+"""Where a run that stopped without a model writes its :class:`FailedRunSummary`
+(``<run-name>.failed.json``; also the longest suffix a run's files get)."""
 
 
 class FailedRunSummary(_Model):

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.config import RunConfig
-from common.run_summary import FailedRunSummary
+from common.run_summary import FAILED_SUFFIX, FailedRunSummary
 from server.strategies import OneShotFailed, OneShotResult
 from server.strategies.screening import QuorumLost
 from server.summary import one_shot_participation, partition_conflicts
@@ -28,8 +28,6 @@ __all__ = ["FAILED_SUFFIX", "OutputDirError", "check_output_dir", "run_name", "w
 
 log = logging.getLogger("flwr.mixupfl.server")  # child of flwr: shown in run logs
 
-FAILED_SUFFIX = ".failed.json"
-"""The longest suffix a run's files get (``.json``, ``.weights.pt``, ``.failed.json``)."""
 
 
 class OutputDirError(RuntimeError):

@@ -234,11 +234,15 @@ def test_the_sweep_file_runs_every_method_on_the_same_cells_and_seeds_and_quick_
     cells = {(r.parties, r.beta) for r in runs}
     assert cells == {(10, 1.0), (10, 0.1), (100, 1.0)}
     methods = {(r.strategy, r.run_config.get("encoding", ""), r.run_config.get("defence", "")) for r in runs}
-    for cell in cells:  # every method in every cell, for every seed
+    # Every method in every cell, for every seed; DP-Mix only at P = 10 (its runs cost 4-7x the
+    # others': the sweep file leaves it out of the P = 100 cell and says so).
+    dp_mix = ("fedprox", "", "dp-mix-self")
+    assert dp_mix in methods
+    for cell in cells:
         for seed in spec.seeds:
             here = {(r.strategy, r.run_config.get("encoding", ""), r.run_config.get("defence", ""))
                     for r in runs if (r.parties, r.beta) == cell and r.seed == seed}
-            assert here == methods
+            assert here == (methods if cell[0] == 10 else methods - {dp_mix})
     assert {r.run_config["selection"] for r in runs} == {"last"}
     assert {r.run_config["public-fraction"] for r in runs} == {0.2}
     assert {r.run_config["party-figures"] for r in runs} == {"exact"}  # re-identification measured, not rounded

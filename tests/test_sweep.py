@@ -145,6 +145,22 @@ def test_sweep_runs_every_run_once_and_a_rerun_computes_nothing(tmp_path):
     assert len(journal(tmp_path / "journal")) == 2 * planned  # start + done each, nothing new
 
 
+def test_an_earlier_attempts_failure_record_is_set_aside_beside_the_logs_not_left_with_the_results(tmp_path):
+    """A run cut off by the sweep's stop can leave ``<name>.failed.json`` among the summaries;
+    the attempt that follows moves it to ``logs/`` (content unchanged) before it runs."""
+    spec = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "out"
+    first = unique_runs(expand_runs(spec))[0]
+    (out / "summaries").mkdir(parents=True)
+    record = {"status": "failed", "reason": "round 1 (train): 0 accepted replies of 3 sent; quorum is 2"}
+    (out / "summaries" / f"{first.name}.failed.json").write_text(json.dumps(record))
+    outcome = run_sweep(spec, out_dir=out, executor=JournalingExecutor(tmp_path / "journal"), progress=False)
+    assert first.name in outcome.computed and (out / "summaries" / f"{first.name}.json").exists()
+    assert not list((out / "summaries").glob("*.failed.json"))
+    kept = list((out / "logs").glob(f"{first.name}.earlier-*.failed.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == record
+
+
 def test_every_cell_and_seed_gets_a_partition_figure_and_its_label_skew(tmp_path):
     """The figure and the skew come from the parties' own partitioning code: the counts in
     partitions.json are exactly the parties' rows, and every row of a cell and seed carries

@@ -32,7 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from common.io import write_json_atomic
-from common.run_summary import read_summary
+from common.run_summary import FAILED_SUFFIX, read_summary
 from simulations.report import write_report, write_runs_csv
 from simulations.runtime.executor import Executor
 from simulations.sweep.partitions import PartitionFacts, partition_facts, skew_of, write_partition_figures
@@ -114,6 +114,17 @@ def sweep_partitions(runs: list[SweepRun], *, out_dir: Path) -> dict[tuple, Part
     return facts
 
 
+def _set_aside_failure(summaries_dir: Path, logs_dir: Path, name: str, *, tag: str) -> None:
+    """Move an earlier attempt's ``<name>.failed.json`` beside its log (``<name>.<tag>.failed.json``).
+
+    A run cut off by the sweep's own stop can still write one (its ServerApp sees its parties'
+    actors cancelled and records the lost quorum); it describes that attempt, not the run, so
+    it must not sit among the summaries beside the result of the attempt that follows."""
+    failed = summaries_dir / f"{name}{FAILED_SUFFIX}"
+    if failed.exists():
+        failed.rename(logs_dir / f"{name}.{tag}{FAILED_SUFFIX}")
+
+
 def _recover(inflight_dir: Path, logs_dir: Path, summaries_dir: Path, *, executor: Executor,
              planned: set[str]) -> list[str]:
     """Stop and set aside what an interrupted sweep left in flight; the names to compute again."""
@@ -123,9 +134,10 @@ def _recover(inflight_dir: Path, logs_dir: Path, summaries_dir: Path, *, executo
         name = marker.get("name", marker_path.stem)
         log_path = logs_dir / f"{name}.log"
         executor.recover(marker, log_path=log_path)
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         if log_path.exists():  # nothing lost: the cut-off run's log is kept
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
             log_path.rename(logs_dir / f"{name}.interrupted-{stamp}.log")
+        _set_aside_failure(summaries_dir, logs_dir, name, tag=f"interrupted-{stamp}")
         marker_path.unlink()
         if name in planned and not (summaries_dir / f"{name}.json").exists():
             recovered.append(name)
@@ -169,6 +181,8 @@ def run_sweep(
         try:
             for run in pending:
                 bar.set_postfix_str(f"{run.table} {run.name.rsplit('-', 1)[0]}")
+                _set_aside_failure(summaries_dir, logs_dir, run.name,
+                                   tag="earlier-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
                 executor.prepare(run.parties)
                 marker_path = inflight_dir / f"{run.name}.json"
                 marker: dict[str, Any] = {"name": run.name, "key": run.key, "sweep_pid": os.getpid(),
