@@ -346,6 +346,7 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
 
     import re
 
+    from common.run_summary import FAILED_SUFFIX
     from simulations.report import read_runs_csv
     from simulations.runtime.local_flower import PROJECT_ROOT, flower_run_id
     from simulations.runtime.processes import processes_naming
@@ -380,13 +381,13 @@ def test_sweep_through_flwr_stops_cleanly_on_sigterm_and_resumes(flower, tmp_pat
     assert not processes_naming(session.group(1))
     # No result; the cut-off attempt may have recorded its lost quorum (<name>.failed.json):
     # the next start sets that aside beside the attempt's log.
-    assert not [p for p in (out / "summaries").glob("*.json") if not p.name.endswith(".failed.json")]
+    assert not [p for p in (out / "summaries").glob("*.json") if not p.name.endswith(FAILED_SUFFIX)]
 
     first = subprocess.run(cmd, env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "computed 3, reused 0, restarted after interruption 1" in first.stdout
     assert any(".interrupted-" in p.name for p in (out / "logs").iterdir())
-    assert not list((out / "summaries").glob("*.failed.json"))
+    assert not list((out / "summaries").glob(f"*{FAILED_SUFFIX}"))
     rows = read_runs_csv(out / "runs.csv")
     assert sorted((r["strategy"], r["release"]) for r in rows) == [
         ("fedprox", ""), ("one-shot-mixup", "once"), ("one-shot-mixup", "per-epoch")]

@@ -114,8 +114,13 @@ def sweep_partitions(runs: list[SweepRun], *, out_dir: Path) -> dict[tuple, Part
     return facts
 
 
+def _utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
 def _set_aside_failure(summaries_dir: Path, logs_dir: Path, name: str, *, tag: str) -> None:
-    """Move an earlier attempt's ``<name>.failed.json`` beside its log (``<name>.<tag>.failed.json``).
+    """Move an earlier attempt's ``<name>.failed.json`` to the logs (``<name>.<tag>.failed.json``)
+    before the run is attempted again, whatever ended that attempt.
 
     A run cut off by the sweep's own stop can still write one (its ServerApp sees its parties'
     actors cancelled and records the lost quorum); it describes that attempt, not the run, so
@@ -134,10 +139,8 @@ def _recover(inflight_dir: Path, logs_dir: Path, summaries_dir: Path, *, executo
         name = marker.get("name", marker_path.stem)
         log_path = logs_dir / f"{name}.log"
         executor.recover(marker, log_path=log_path)
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         if log_path.exists():  # nothing lost: the cut-off run's log is kept
-            log_path.rename(logs_dir / f"{name}.interrupted-{stamp}.log")
-        _set_aside_failure(summaries_dir, logs_dir, name, tag=f"interrupted-{stamp}")
+            log_path.rename(logs_dir / f"{name}.interrupted-{_utc_stamp()}.log")
         marker_path.unlink()
         if name in planned and not (summaries_dir / f"{name}.json").exists():
             recovered.append(name)
@@ -181,8 +184,7 @@ def run_sweep(
         try:
             for run in pending:
                 bar.set_postfix_str(f"{run.table} {run.name.rsplit('-', 1)[0]}")
-                _set_aside_failure(summaries_dir, logs_dir, run.name,
-                                   tag="earlier-" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"))
+                _set_aside_failure(summaries_dir, logs_dir, run.name, tag=f"earlier-{_utc_stamp()}")
                 executor.prepare(run.parties)
                 marker_path = inflight_dir / f"{run.name}.json"
                 marker: dict[str, Any] = {"name": run.name, "key": run.key, "sweep_pid": os.getpid(),
