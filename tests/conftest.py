@@ -10,13 +10,34 @@ end and checked: nothing is left running and the user's Flower state is never to
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from simulations.runtime.local_flower import local_superlink_pids
 from simulations.runtime.processes import pids_in_group
 from simulations.runtime.session import LocalSimulation
+
+# The suite runs on two pytest-xdist workers (pyproject's addopts): each worker's PyTorch
+# gets one thread, so two workers computing at once do not fight over the cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+_SHARED_SCOPES = {"module", "class", "package"}
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ARG001
+    """Schedule for two workers (``--dist loadgroup``): the tests of a module that share a
+    module-scoped fixture form one group (one worker sets the fixture up once, not each
+    worker once), and the end-to-end tests come first, so that no long test starts last
+    while the other worker idles. A stable sort: the order within a module is kept."""
+    for item in items:
+        fixture_scopes = {d.scope for defs in item._fixtureinfo.name2fixturedefs.values() for d in defs}
+        if fixture_scopes & _SHARED_SCOPES and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 class LocalFlower(tuple):

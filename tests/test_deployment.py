@@ -31,6 +31,7 @@ import pytest
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("deployment"),  # module fixtures and ordered tests: one worker, in order
     pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="process tracking reads Linux /proc"),
 ]
 
@@ -119,8 +120,17 @@ class Processes:
     def living(self) -> list[int]:
         return [pid for pid, start in self.seen.items() if _alive(pid, start)]
 
-    def stop_all(self, timeout: float = 20) -> None:
+    def stop_all(self, timeout: float = 20, *, kill_first: tuple[str, ...] = ()) -> None:
+        """SIGTERM every process in order and wait; ``kill_first``: names killed outright with
+        their descendants before that (a hung party's ClientApp would hold the grace period)."""
         self.snapshot()
+        for name in kill_first:
+            proc = self.started.get(name)
+            if proc is not None and proc.poll() is None:
+                for pid in [proc.pid, *_descendants(proc.pid)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=10)
         # SuperNodes first, then the SuperLink (its SuperExec watches its PID), the proxy last.
         order = sorted(self.started.items(), key=lambda item: {"superlink": 1, "proxy": 2}.get(item[0], 0))
         for _, proc in order:
@@ -198,11 +208,13 @@ def _start_node(info: dict, index: int, *, node_config: str = "require-secure-rn
 
 
 @contextlib.contextmanager
-def _deployment(base: Path, *, keys: int, node_configs: list[str], extra_env: dict[str, str] | None = None):
+def _deployment(base: Path, *, keys: int, node_configs: list[str], extra_env: dict[str, str] | None = None,
+                hung: tuple[str, ...] = ()):
     """A TLS + SuperNode-auth SuperLink on loopback behind the nginx proxy (when nginx is
     installed) with ``len(node_configs)`` registered, live SuperNodes connected through the
     proxy (node i gets ``node_configs[i]``) and ``keys`` key pairs in all (the rest are
-    unregistered). Everything started is stopped on exit, and checked to be gone."""
+    unregistered). Everything started is stopped on exit, and checked to be gone; the
+    SuperNodes named in ``hung`` are killed first (their ClientApp may still be asleep)."""
     folder = base / "deploy"
     make_certs.generate(folder, supernodes=keys, hostnames=["superlink"])
     env = deploy.flower_env(folder, base={**os.environ, "FLWR_HOME": str(base / "flwr-home"), **(extra_env or {})})
@@ -234,7 +246,7 @@ def _deployment(base: Path, *, keys: int, node_configs: list[str], extra_env: di
         procs.snapshot()
         yield info
     finally:
-        procs.stop_all()
+        procs.stop_all(kill_first=hung)
         living = procs.living()
         assert living == [], f"processes still running after cleanup: {living}"
 
@@ -557,7 +569,7 @@ def faulty_deployment(tmp_path_factory):
 
     configs = [f"require-secure-rng=true {FAULTY.get(i, '')}".strip() for i in range(4)]
     base = tmp_path_factory.mktemp("faulty")
-    with _deployment(base, keys=4, node_configs=configs) as info:
+    with _deployment(base, keys=4, node_configs=configs, hung=("supernode-3",)) as info:
         info["app"] = app_with_components(base / "app", clientapp="tests.fault_injection:app")
         yield info
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from tests.test_deployment import _deployment, _flwr_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("deployment")]
 
 CLASSES = ("cat", "dog", "owl")
 CONTRACT = "data-source='node-local' classes='cat,dog,owl' input-shape='3x8x8' unknown-classes='drop'"
