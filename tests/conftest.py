@@ -11,6 +11,7 @@ end and checked: nothing is left running and the user's Flower state is never to
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 _SHARED_SCOPES = {"module", "class", "package"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ARG001
     """Schedule for two workers (``--dist loadgroup``): the tests of a module that share a
     module-scoped fixture form one group (one worker sets the fixture up once, not each
@@ -38,6 +40,21 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001, ARG001
         if fixture_scopes & _SHARED_SCOPES and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.module.__name__))
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_collection_finish(session):  # noqa: ANN001
+    """Fail loudly when the groups did not reach xdist (a pytest / pytest-xdist pair where
+    ``--dist loadgroup`` cannot tag node ids): grouped tests would split across workers and
+    set their module's fixtures up twice, or run a deployment's ordered tests apart."""
+    if not (os.environ.get("PYTEST_XDIST_WORKER") and session.config.getvalue("loadgroup")):
+        return
+    lost = [item.nodeid for item in session.items
+            if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid]
+    if lost:  # xdist's controller shows a worker's collection error only as an INTERNALERROR
+        message = (f"xdist groups were not applied (pytest {pytest.__version__}, see the pin in pyproject.toml): "
+                   f"{lost[:3]}")
+        print(message, file=sys.__stderr__, flush=True)
+        raise pytest.UsageError(message)
 
 
 class LocalFlower(tuple):
