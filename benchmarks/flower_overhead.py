@@ -56,7 +56,7 @@ DEFAULT_RUN = {"dataset": "digits", "tau": 1e-6, "noise-mode": "clamped", "centr
                "proximal-mu": 1e-3, "selection": "last"}
 
 
-def _noop_sim(warm_ray: bool, path: str | None = None):  # noqa: ANN202
+def noop_session(warm_ray: bool, path: str | None = None):  # noqa: ANN202
     """A session of the no-op app (``path``: the ``PATH`` the flwr commands need)."""
     from simulations.runtime.local_flower import flower_env
     from simulations.runtime.session import LocalSimulation
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     from simulations.runtime.session import LocalSimulation
 
     if "overhead" not in args.skip:
-        with LocalSimulation(warm_ray=True) as sim, _noop_sim(warm_ray=True) as noop_sim:
+        with LocalSimulation(warm_ray=True) as sim, noop_session(warm_ray=True) as noop_sim:
             for name in workloads:
                 values = workload_config(name, workdir, device=args.device)
                 for p in parties:

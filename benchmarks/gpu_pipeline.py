@@ -165,7 +165,7 @@ def flwr_runs(cfg_values: dict, num_parties: int, workdir: Path, device: torch.d
     """Through ``flwr run`` in the sweeps' session: the one-shot run (release once, end to end,
     its memory figures), then floor / ours / plain for a FedProx round and a warm one-shot
     collection (:func:`benchmarks.flower_overhead.measure_point`)."""
-    from benchmarks.flower_overhead import _noop_sim, _ours, measure_point
+    from benchmarks.flower_overhead import noop_session, _ours, measure_point
     from simulations.runtime.federation import gpu_share
     from simulations.runtime.local_flower import configure_simulation, ensure_flower_scripts, flower_env
     from simulations.runtime.session import LocalSimulation
@@ -174,7 +174,7 @@ def flwr_runs(cfg_values: dict, num_parties: int, workdir: Path, device: torch.d
     base = flower_env()
     ensure_flower_scripts(workdir / "bin", base)  # a bundle without bin/ (the GPU machine's)
     results = {"gpu_share_per_party": gpus}
-    with LocalSimulation(warm_ray=True, base_env=base) as sim, _noop_sim(warm_ray=True, path=base["PATH"]) as noop_sim:
+    with LocalSimulation(warm_ray=True, base_env=base) as sim, noop_session(warm_ray=True, path=base["PATH"]) as noop_sim:
         for s in (sim, noop_sim):
             configure_simulation(num_supernodes=num_parties, num_cpus=1, num_gpus=gpus, env=s.env, quiet=True)
         run = _ours(sim, {**cfg_values, "strategy": "one-shot-mixup"}, num_parties, workdir / "one-shot", "bench-one-shot")

@@ -303,14 +303,14 @@ def test_a_process_group_without_the_sessions_marker_is_never_signalled():
 # -- through flwr run ---------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_noop_app_through_flwr_run_moves_exactly_what_it_is_asked(tmp_path):
+    from benchmarks.flower_overhead import noop_session
     from benchmarks.measure import noop_run
     from simulations.runtime.local_flower import configure_simulation
-    from simulations.runtime.session import LocalSimulation
 
     parties, rounds = 3, 2
     model = model_spec(in_dim=64, num_classes=10)
     up = {pid: {"x": ("float32", (10 + pid, 64)), "y": ("float32", (10 + pid, 10))} for pid in range(parties)}
-    with LocalSimulation(app_dir=NOOP_APP, warm_ray=False) as sim:
+    with noop_session(warm_ray=True) as sim:  # the benchmark's own session: one Ray cluster for both runs
         configure_simulation(num_supernodes=parties, env=sim.env, quiet=True)
         train = noop_run(sim, mode="train", parties=parties, rounds=rounds, down=format_spec(model),
                          out=tmp_path / "train.json", log_path=tmp_path / "train.log")
