@@ -75,10 +75,7 @@ class LocalFlower(tuple):
 @pytest.fixture(scope="session")
 def flower():
     """A private local simulation SuperLink: :class:`LocalFlower`."""
-    # One CPU in the cluster, so one simulated-party actor per run: each test worker keeps one
-    # core busy, and a run starts one actor process (PyTorch and the ClientApp imported) instead
-    # of one per core; the parties of a run take turns on it.
-    sim = LocalSimulation(num_cpus=1).start()
+    sim = LocalSimulation().start()
     home, pgid = sim.home, sim.ray.pgid if sim.ray is not None else None
     try:
         yield LocalFlower(home, sim.env, sim.app)
