@@ -21,8 +21,12 @@ PARTIES = 3
 
 
 # The summary of the first successful run of each configuration in this session: the rerun
-# test compares a second run with it instead of paying for two more.
+# test compares a second run with it instead of paying for two more. Each rerun test shares an
+# xdist group with the test that makes its first run, so both run on one worker, in this order.
 _FIRST_RUNS: dict[frozenset, Path] = {}
+ONE_SHOT_RUNS = pytest.mark.xdist_group("e2e-one-shot")
+FEDPROX_RUNS = pytest.mark.xdist_group("e2e-fedprox")
+DEFENCE_RUNS = pytest.mark.xdist_group("e2e-defences")
 
 
 def _run(flower, tmp_path: Path, name: str, **config) -> tuple[int, str, Path]:
@@ -37,6 +41,7 @@ def _run(flower, tmp_path: Path, name: str, **config) -> tuple[int, str, Path]:
     return proc.returncode, log.read_text(), summary
 
 
+@ONE_SHOT_RUNS
 def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     code, log, path = _run(flower, tmp_path, "oneshot", strategy="one-shot-mixup")
     assert code == 0, log[-3000:]
@@ -172,6 +177,7 @@ def test_instahide_encoding_runs_end_to_end_on_the_same_partitions(flower, tmp_p
     assert sizes(other) == sizes(summary)
 
 
+@FEDPROX_RUNS
 def test_fedprox_runs_end_to_end(flower, tmp_path):
     """selection = "last": no evaluate message at all, the last round's model reported; the
     server still evaluates the global model on the test set every round for the curves."""
@@ -221,6 +227,7 @@ def _stable(value):
     return value
 
 
+@DEFENCE_RUNS
 def test_client_side_defences_run_end_to_end_and_leave_auditable_models(flower, tmp_path):
     """Fed-AugMix and DP-Mix_self through `flwr run` on the same partitions as plain FedProx:
     the summary names the defence, DP parties report the epsilon the accountant gives for the
@@ -424,11 +431,11 @@ def test_reference_points_pooled_clean_data_and_each_party_alone(flower, tmp_pat
 
 
 @pytest.mark.parametrize("config", [
-    {"strategy": "one-shot-mixup"},
-    {"strategy": "fedprox"},
-    {"strategy": "fedprox", "defence": "fed-augmix"},
-    {"strategy": "fedprox", "defence": "dp-mix-self"},
-], ids=["one-shot", "fedprox", "fed-augmix", "dp-mix-self"])
+    pytest.param({"strategy": "one-shot-mixup"}, marks=ONE_SHOT_RUNS, id="one-shot"),
+    pytest.param({"strategy": "fedprox"}, marks=FEDPROX_RUNS, id="fedprox"),
+    pytest.param({"strategy": "fedprox", "defence": "fed-augmix"}, marks=DEFENCE_RUNS, id="fed-augmix"),
+    pytest.param({"strategy": "fedprox", "defence": "dp-mix-self"}, marks=DEFENCE_RUNS, id="dp-mix-self"),
+])
 def test_two_runs_of_one_configuration_give_identical_summaries(flower, tmp_path, config):
     """Every draw derives from the seed (partitions, splits, mixing, initialisation, batch
     order, dropout, augmentation, DP sampling and noise), and replies are aggregated in party
