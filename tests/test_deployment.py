@@ -93,6 +93,13 @@ def _descendants(root: int) -> dict[int, int]:
     return found
 
 
+def _kill(pids: list[int]) -> None:
+    """SIGKILL each of ``pids`` (one already gone is skipped)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 class Processes:
     """Every process this module starts, stopped by PID (never by name)."""
 
@@ -127,9 +134,7 @@ class Processes:
         for name in kill_first:
             proc = self.started.get(name)
             if proc is not None and proc.poll() is None:
-                for pid in [proc.pid, *_descendants(proc.pid)]:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                _kill([proc.pid, *_descendants(proc.pid)])
                 proc.wait(timeout=10)
         # SuperNodes first, then the SuperLink (its SuperExec watches its PID), the proxy last.
         order = sorted(self.started.items(), key=lambda item: {"superlink": 1, "proxy": 2}.get(item[0], 0))
@@ -147,11 +152,7 @@ class Processes:
         # anything still there after a grace period is killed by PID.
         while self.living() and time.monotonic() < deadline + 10:
             time.sleep(0.2)
-        for pid in self.living():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _kill(self.living())
         time.sleep(0.5)
 
 
