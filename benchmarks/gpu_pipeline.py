@@ -137,6 +137,7 @@ def plain_one_shot(cfg, num_parties: int, device: torch.device, test_x, test_y) 
     from client.party import load_party
     from client.release import make_release, to_upload_dtype
     from common.model import MixupClassifier
+    from common.run_summary import percent
     from common.training import evaluate, train_centralized
 
     load_party.cache_clear()
@@ -157,7 +158,7 @@ def plain_one_shot(cfg, num_parties: int, device: torch.device, test_x, test_y) 
                       lr=cfg.lr, weight_decay=cfg.weight_decay)
     _, acc = evaluate(model, test_x, test_y)
     _sync(device)
-    return {"seconds": time.perf_counter() - start, "test_accuracy": acc}
+    return {"seconds": time.perf_counter() - start, "test_accuracy": percent(acc)}  # percent, as everywhere
 
 
 def flwr_runs(cfg_values: dict, num_parties: int, workdir: Path, device: torch.device, *, rounds: int,

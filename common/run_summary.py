@@ -5,9 +5,12 @@ One JSON file per run (:meth:`RunSummary.write`); :func:`read_summary` reads it 
 types are this model's fields). Summaries written before this schema existed are read by
 :func:`_upgrade_legacy` and nowhere else.
 
-Every accuracy is a fraction in [0, 1] here and a percentage in ``runs.csv`` and tables;
-each is stored next to how it was made: strategy, encoding or defence, release mode, noise
-mode, seed, and the rule that selected the model (never the test set).
+Every accuracy is in percent (0-100), here as in ``runs.csv``, reports, tables and logs
+(:data:`ACCURACY_UNIT`); the parties' and the server's evaluations compute fractions, which
+become percent once, where the summary is built (:func:`percent`, :func:`history_in_percent`).
+Summaries of schema 2 and older held fractions; :func:`read_summary` converts them. Each
+accuracy is stored next to how it was made: strategy, encoding or defence, release mode,
+noise mode, seed, and the rule that selected the model (never the test set).
 """
 
 from __future__ import annotations
@@ -23,10 +26,30 @@ from common.io import write_json_atomic
 __all__ = [
     "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FAILED_SUFFIX", "FailedRunSummary", "LeftOut", "Outcome",
     "Participation", "PartitionConflict", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION",
-    "UnionFigures", "read_summary",
+    "UnionFigures", "ACCURACY_UNIT", "history_in_percent", "percent", "read_summary",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+"""3: accuracies in percent (2: fractions in [0, 1]; 1: before the typed summary)."""
+
+ACCURACY_UNIT = "percent"
+"""The one unit of every accuracy the platform writes or prints: percent, 0-100."""
+
+
+def percent(fraction: float) -> float:
+    """An accuracy computed as a fraction in [0, 1], in percent (the unit of every output)."""
+    return 100.0 * float(fraction)
+
+
+def _is_accuracy(key: str) -> bool:
+    return key.replace("-", "_").endswith("accuracy")
+
+
+def history_in_percent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-epoch or per-round records with every ``*accuracy`` figure (test, validation) in
+    percent; the other figures (losses, seconds, learning rates) as they are. New dicts: the
+    caller's records (fractions, used for selection) are not changed."""
+    return [{k: percent(v) if _is_accuracy(k) and v is not None else v for k, v in row.items()} for row in rows]
 
 
 class _Model(BaseModel):
@@ -36,15 +59,16 @@ class _Model(BaseModel):
 class Outcome(_Model):
     """The model a run reports and how it was chosen."""
 
-    test_accuracy: float = Field(ge=0, le=1, description=(
-        "of the selected model: on the server's test data, or size-weighted over the parties' own held-out test "
-        "parts (the summary's data_source.test says which)"))
+    test_accuracy: float = Field(ge=0, le=100, description=(
+        "in percent, of the selected model: on the server's test data, or size-weighted over the parties' own "
+        "held-out test parts (the summary's data_source.test says which)"))
     test_loss: float
     selection: str = Field(description="the selection rule's run-config value: last, validation, mixed-validation")
     selected_by: str = Field(description="the rule that chose the model, in words (never the test set)")
     selected_at: int = Field(ge=0, description="central epoch (one-shot) or round (iterative) of the selected model")
     selected_val_loss: float | None = None
-    last_test_accuracy: float = Field(ge=0, le=1, description="of the last epoch's/round's model, never chosen")
+    last_test_accuracy: float = Field(ge=0, le=100, description="in percent, of the last epoch's/round's model, "
+                                                                "never chosen")
     train_seconds: float = Field(ge=0)
     seconds_per_round: float | None = None
     selection_round: dict[str, Any] | None = Field(
@@ -177,7 +201,8 @@ class DataSource(_Model):
     test: str = Field(description="what the reported model was tested on")
     parties: list[dict[str, Any]] = Field(default_factory=list)
     federated_test: dict[str, Any] | None = Field(
-        None, description="node-local without a server test set: size-weighted accuracy and loss, rows, each party's"
+        None, description="node-local without a server test set: size-weighted accuracy (%) and loss, rows, each "
+                          "party's"
     )
 
 
@@ -194,7 +219,7 @@ class RunSummary(_Model):
     privacy: PrivacySummary | None = None
     defence: DefenceSummary | None = None
     local_only: dict[str, Any] | None = Field(
-        None, description="strategy local-only: each party's own model's test accuracy, their mean and the worst"
+        None, description="strategy local-only: each party's own model's test accuracy (%), their mean and the worst"
     )
     union: UnionFigures | None = None
     data_source: DataSource | None = Field(None, description="absent in summaries written before node-local data")
@@ -211,7 +236,8 @@ class RunSummary(_Model):
     partition_conflicts: list[PartitionConflict] = Field(
         default_factory=list, description="one-shot: partitions several nodes claimed (every claimant flagged)"
     )
-    history: list[dict[str, Any]] = Field(default_factory=list, description="per epoch (one-shot) or per round")
+    history: list[dict[str, Any]] = Field(default_factory=list, description="per epoch (one-shot) or per round; "
+                                                                            "accuracies in percent")
     started_utc: str
     versions: dict[str, str]
     server_device: str
@@ -237,6 +263,7 @@ class FailedRunSummary(_Model):
     never where a finished run's summary goes, so that no sweep mistakes it for a result)."""
 
     status: Literal["failed"] = "failed"
+    schema_version: int = SCHEMA_VERSION
     strategy: str
     reason: str
     stage: str | None = Field(None, description="where the run stopped: start, collection, training, selection, "
@@ -251,7 +278,7 @@ class FailedRunSummary(_Model):
     failures: list[dict[str, Any]] = Field(default_factory=list)
     rejections: list[dict[str, Any]] = Field(default_factory=list)
     partition_conflicts: list[PartitionConflict] = Field(default_factory=list)
-    history: list[dict[str, Any]] = Field(default_factory=list)
+    history: list[dict[str, Any]] = Field(default_factory=list, description="accuracies in percent")
     wall_seconds: float = Field(ge=0)
     started_utc: str
     config: dict[str, Any]
@@ -261,9 +288,8 @@ class FailedRunSummary(_Model):
 
 
 def _upgrade_legacy(raw: dict[str, Any]) -> dict[str, Any]:
-    """Summaries of schema 1 (before this module): other result keys, no schema version,
-    no generic exposure figure, no encoding in older one-shot ones. The only place that
-    knows about older versions."""
+    """Summaries of schema 1 (before the typed summary): other result keys, no schema version,
+    no generic exposure figure, no encoding in older one-shot ones."""
     raw = dict(raw)
     result = dict(raw["result"])
     result.setdefault("selection", "validation" if raw.get("strategy") != "one-shot-mixup" else "mixed-validation")
@@ -281,15 +307,53 @@ def _upgrade_legacy(raw: dict[str, Any]) -> dict[str, Any]:
         privacy.setdefault("exposures_per_sample", exposures.get("as_private_component")
                            or exposures.get("as_clean_component") or privacy.get("releases_per_party") or {})
         raw["privacy"] = privacy
-    raw["schema_version"] = SCHEMA_VERSION
+    raw["schema_version"] = 2
+    return raw
+
+
+def _fractions_to_percent(raw: dict[str, Any]) -> dict[str, Any]:
+    """Summaries of schema 2: every accuracy was a fraction; in percent since schema 3."""
+    raw = dict(raw)
+    result = dict(raw["result"])
+    for key in ("test_accuracy", "last_test_accuracy"):
+        if result.get(key) is not None:
+            result[key] = percent(result[key])
+    raw["result"] = result
+    raw["history"] = history_in_percent(raw.get("history") or [])
+    if raw.get("local_only"):
+        local = dict(raw["local_only"])
+        local["per_party_test_accuracy"] = {k: percent(v) for k, v in local.get("per_party_test_accuracy", {}).items()}
+        for key in ("mean", "worst"):
+            if local.get(key) is not None:
+                local[key] = percent(local[key])
+        raw["local_only"] = local
+    source = raw.get("data_source")
+    if source:
+        source = dict(source)
+        source["parties"] = history_in_percent(source.get("parties") or [])
+        if source.get("federated_test"):
+            federated = dict(source["federated_test"])
+            if federated.get("accuracy") is not None:
+                federated["accuracy"] = percent(federated["accuracy"])
+            federated["per_party_accuracy"] = {k: percent(v) for k, v in
+                                               federated.get("per_party_accuracy", {}).items()}
+            source["federated_test"] = federated
+        raw["data_source"] = source
+    raw["schema_version"] = 3
     return raw
 
 
 def read_summary(path: Path | str) -> RunSummary:
-    """Read a run summary of any schema version."""
+    """Read a run summary of any schema version (older ones are upgraded here and nowhere else)."""
     raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    if raw.get("schema_version") != SCHEMA_VERSION:
+    version = raw.get("schema_version", 1)
+    if version > SCHEMA_VERSION:
+        raise ValueError(f"{path}: summary schema {version} is newer than this mixupfl reads ({SCHEMA_VERSION}); "
+                         "update mixupfl")
+    if version < 2:
         raw = _upgrade_legacy(raw)
+    if version < 3:
+        raw = _fractions_to_percent(raw)
     return RunSummary.model_validate(raw)
 
 
@@ -370,8 +434,8 @@ class RunRow(_Model):
             dataset=config["dataset"], backbone=config.get("backbone", "none"),
             public_fraction=float(config.get("public-fraction", 0.0)), label_skew=label_skew,
             test_rows=summary.inputs.get("test_rows"),
-            test_accuracy=100 * summary.result.test_accuracy, selected_at=summary.result.selected_at,
-            last_test_accuracy=100 * summary.result.last_test_accuracy, selection=summary.result.selection,
+            test_accuracy=summary.result.test_accuracy, selected_at=summary.result.selected_at,
+            last_test_accuracy=summary.result.last_test_accuracy, selection=summary.result.selection,
             selected_by=summary.result.selected_by,
             rounds=summary.rounds, releases_per_party=releases,
             exposures_per_sample=int(privacy.exposures_per_sample.get("max", releases)) if privacy else 0,

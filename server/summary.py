@@ -20,6 +20,8 @@ from common.run_summary import (
     PartitionConflict,
     RoundParticipation,
     RunSummary,
+    history_in_percent,
+    percent,
 )
 from server.metered_grid import MeteredGrid
 from server.strategies import SELECTED_BY, SELECTED_BY_LAST, SELECTED_BY_VALIDATION, OneShotResult, SelectedModel
@@ -70,6 +72,7 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
     """The one-shot fields of the run summary."""
     test_loss, test_acc = _test(result.evaluate_metrics_serverapp, result.selected_epoch)
     _, last_acc = _test(result.evaluate_metrics_serverapp, result.last_epoch)
+    test_acc, last_acc = percent(test_acc), percent(last_acc)
     parties = result.parties
     return {
         "rounds": 1 + len(result.later_epochs) + (result.selection_round is not None),
@@ -86,7 +89,7 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
         "rejections": result.rejections,
         "partition_conflicts": partition_conflicts(result),
         "participation": one_shot_participation(cfg, result, expected=expected, connected=connected),
-        "history": result.history,
+        "history": history_in_percent(result.history),
     }
 
 
@@ -125,6 +128,7 @@ def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel
     """The iterative fields of the run summary (FedProx / FedAvg), with the aggregation rule."""
     if selected is None:
         raise RuntimeError("no round produced a validation loss to select on")
+    history = history_in_percent(history)
     best = next(r for r in history if r["round"] == selected.server_round)
     return {
         "rounds": cfg.num_rounds,
@@ -141,15 +145,16 @@ def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel
 
 def local_only_parts(cfg: RunConfig, result: LocalOnlyResult) -> dict[str, Any]:
     """The reference without collaboration: each party's own model, mean and worst."""
-    per_party = {str(pid): m["test-accuracy"] for pid, m in sorted(result.per_party.items())}
+    per_party = {str(pid): percent(m["test-accuracy"]) for pid, m in sorted(result.per_party.items())}
     losses = [m["test-loss"] for m in result.per_party.values()]
+    mean = percent(result.mean_accuracy)
     return {
         "rounds": 1,
-        "result": Outcome(test_accuracy=result.mean_accuracy, test_loss=sum(losses) / len(losses),
+        "result": Outcome(test_accuracy=mean, test_loss=sum(losses) / len(losses),
                           selection=cfg.selection, selected_by=SELECTED_ALONE, selected_at=cfg.central_epochs,
-                          last_test_accuracy=result.mean_accuracy, train_seconds=result.seconds),
-        "local_only": {"per_party_test_accuracy": per_party, "mean": result.mean_accuracy,
-                       "worst": result.worst_accuracy, "epochs": cfg.central_epochs},
+                          last_test_accuracy=mean, train_seconds=result.seconds),
+        "local_only": {"per_party_test_accuracy": per_party, "mean": mean,
+                       "worst": percent(result.worst_accuracy), "epochs": cfg.central_epochs},
         "failures": result.failures,
     }
 
@@ -176,11 +181,11 @@ def data_source(cfg: RunConfig, *, test: str, federated=None, selected_step: int
     parties = []
     for party in federated.parties:
         row = {k: v for k, v in party.items() if not k.startswith("test-")}
-        row["test-accuracy"] = party[f"test-accuracy-{selected_step}"]
+        row["test-accuracy"] = percent(party[f"test-accuracy-{selected_step}"])
         row["test-loss"] = party[f"test-loss-{selected_step}"]
         parties.append(row)
     loss, accuracy = federated.per_step[selected_step]
-    figures = {"accuracy": accuracy, "loss": loss, "rows": federated.rows, "model_step": selected_step,
+    figures = {"accuracy": percent(accuracy), "loss": loss, "rows": federated.rows, "model_step": selected_step,
                "per_party_accuracy": {str(p["partition-id"]): p["test-accuracy"] for p in parties},
                **federated.figures}
     return DataSource(kind="node-local", description=description, test=test, parties=parties,
@@ -213,7 +218,7 @@ def table_lines(summary: RunSummary) -> list[str]:
         ("data / parties", f"{config['dataset']}, P = {summary.num_parties}, "
          f"{config['partitioner']} beta = {config['beta']}"),
         ("seed", str(config["seed"])),
-        ("test accuracy", f"{100 * acc.test_accuracy:.2f} %  ({acc.selected_by})"),
+        ("test accuracy", f"{acc.test_accuracy:.2f} %  ({acc.selected_by})"),
         ("tested on", summary.data_source.test if summary.data_source else "the server's test split"),
         ("rounds", str(summary.rounds)),
         ("uploaded / downloaded", f"{_fmt_bytes(comm.bytes_uploaded)} / {_fmt_bytes(comm.bytes_downloaded)}"),
@@ -225,7 +230,7 @@ def table_lines(summary: RunSummary) -> list[str]:
                           f"{p.get('num-test', '-')} ({p.get('data-format', '?')})" for p in source.parties)
         rows[1] = ("data / parties", f"node-local, P = {summary.num_parties}; train/val/test rows {sizes}")
     if source is not None and source.federated_test is not None:
-        each = ", ".join(f"{k}: {100 * v:.1f} %" for k, v in source.federated_test["per_party_accuracy"].items())
+        each = ", ".join(f"{k}: {v:.1f} %" for k, v in source.federated_test["per_party_accuracy"].items())
         rows.insert(5, ("each party's test", each))
     if summary.privacy is not None:
         privacy = summary.privacy.model_dump()
@@ -233,8 +238,8 @@ def table_lines(summary: RunSummary) -> list[str]:
         rows[3:3] = extra[:1]
         rows += extra[1:]
     if summary.local_only is not None:
-        rows.insert(4, ("each party alone", f"mean {100 * summary.local_only['mean']:.2f} %, worst party "
-                        f"{100 * summary.local_only['worst']:.2f} % (no collaboration)"))
+        rows.insert(4, ("each party alone", f"mean {summary.local_only['mean']:.2f} %, worst party "
+                        f"{summary.local_only['worst']:.2f} % (no collaboration)"))
     if summary.aggregation is not None and summary.aggregation.rule != "mean":
         rows.insert(4, ("aggregation", summary.aggregation.description))
     if summary.round_participation:

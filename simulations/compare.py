@@ -83,7 +83,7 @@ def summarise(summaries: dict[str, list[RunSummary]]) -> list[dict]:
     for strategy, runs in summaries.items():
         if not runs:
             continue
-        acc = describe([100 * r.result.test_accuracy for r in runs], ddof=1)
+        acc = describe([r.result.test_accuracy for r in runs], ddof=1)
         up = _mean([r.communication.bytes_uploaded for r in runs])
         down = _mean([r.communication.bytes_downloaded for r in runs])
         parties = runs[0].num_parties

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pytest
 
+from common.run_summary import Communication, Outcome, RunSummary
 from simulations.report import (
     write_report,
 )
@@ -62,15 +62,22 @@ def _make_run(*, block: str, layout: str, parties: int, beta: float, rho: float,
     is_fl = strategy != MIXUP
     if is_fl:
         # Accuracy climbs to the selected round, then dips, so the final differs from the chosen one.
-        history = [{"round": r, "train_loss": 1.0 / r, "val_loss": 1.0 / r, "val_accuracy": 0.5,
-                    "test_loss": 1.0 / r, "test_accuracy": (accuracy - 2.0 * (FL_SELECTED_ROUND - r)) / 100}
+        history = [{"round": r, "train_loss": 1.0 / r, "val_loss": 1.0 / r, "val_accuracy": 50.0,
+                    "test_loss": 1.0 / r, "test_accuracy": accuracy - 2.0 * (FL_SELECTED_ROUND - r)}
                    for r in range(1, FL_ROUNDS + 1)]
-        summary = {"history": history, "result": {"selected_round": FL_SELECTED_ROUND}}
     else:
-        history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 0.5, "lr": 1e-3}
+        history = [{"epoch": e, "train_loss": 1.0, "val_loss": 1.0, "val_accuracy": 50.0, "lr": 1e-3}
                    for e in range(1, CENTRAL_EPOCHS + 1)]
-        summary = {"history": history, "result": {"selected_epoch": 15}}
-    summary_path.write_text(json.dumps(summary))
+    selected_at = FL_SELECTED_ROUND if is_fl else 15
+    summary = RunSummary(  # a summary of the current schema: accuracies in percent
+        strategy=strategy, num_parties=parties, rounds=FL_ROUNDS if is_fl else 1, wall_seconds=10.0 + seed,
+        result=Outcome(test_accuracy=accuracy, test_loss=0.5, selection="validation", selected_by="validation",
+                       selected_at=selected_at, last_test_accuracy=accuracy - 0.5, train_seconds=1.0),
+        communication=Communication(bytes_uploaded=0, bytes_downloaded=0, bytes_uploaded_per_party=0,
+                                    bytes_downloaded_per_party=0, messages_sent=0, messages_received=0),
+        history=history, started_utc="2026-12-02T00:00:00+00:00", versions={}, server_device="cpu", inputs={},
+        config={"dataset": dataset, "seed": seed})
+    summary.write(summary_path)
     releases = 0 if is_fl else (1 if release == "once" else CENTRAL_EPOCHS)
     uploaded = _bytes_uploaded(arm=arm, parties=parties)
     downloaded = parties * FL_ROUNDS * MODEL_BYTES if is_fl else 0

@@ -21,7 +21,8 @@ def fake_summary(run, run_config: dict) -> dict:
     one_shot = run.strategy == "one-shot-mixup"
     instahide = run_config.get("encoding") == "instahide"
     epochs = int(run_config.get("central-epochs", 100))
-    acc = 0.80 + 0.01 * run.seed + ((0.03 if instahide else 0.05) if one_shot else 0.0) - 0.02 * (run.beta < 0.5)
+    # in percent, as the ServerApp writes every accuracy
+    acc = 80.0 + run.seed + ((3.0 if instahide else 5.0) if one_shot else 0.0) - 2.0 * (run.beta < 0.5)
     per_epoch = run.release == "per-epoch"
     releases = epochs if per_epoch else 1
     config = {"dataset": run_config.get("dataset", "digits"), "backbone": run_config.get("backbone", "none"),
@@ -37,7 +38,7 @@ def fake_summary(run, run_config: dict) -> dict:
         "rounds": rounds,
         "result": {"test_accuracy": acc, "test_loss": 0.5, "selection": "validation",
                    "selected_by": "lowest validation loss",
-                   "selected_at": 2, "last_test_accuracy": acc - 0.01, "train_seconds": 1.0},
+                   "selected_at": 2, "last_test_accuracy": acc - 1.0, "train_seconds": 1.0},
         "communication": {"bytes_uploaded": 1000 * run.parties * releases, "bytes_downloaded": 10 * run.parties,
                           "bytes_uploaded_per_party": 1000.0 * releases, "bytes_downloaded_per_party": 10.0,
                           "messages_sent": run.parties * rounds, "messages_received": run.parties * rounds},
@@ -67,7 +68,7 @@ def fake_summary(run, run_config: dict) -> dict:
         summary["history"] = [{"epoch": e, "val_loss": 1.0 / e} for e in range(1, 4)]
     else:
         summary["defence"] = {"defence": run_config.get("defence", "none"), "model_norm": "batch"}
-        summary["history"] = [{"round": r, "val_loss": 1.0 / r, "test_accuracy": acc - 0.1 / r} for r in range(1, 4)]
+        summary["history"] = [{"round": r, "val_loss": 1.0 / r, "test_accuracy": acc - 10.0 / r} for r in range(1, 4)]
     return RunSummary.model_validate(summary).model_dump(mode="json")
 
 

@@ -85,7 +85,7 @@ def test_a_toy_encoding_from_a_test_file_runs_through_flwr_to_a_summary_and_a_re
     assert summary.union.train_rows == sum(p["num-examples"] for p in summary.parties) > 1438 * 0.85
     assert summary.union.val_rows == 0
     assert [p["noise-std"] for p in summary.parties] == [NOISE_STD] * 3
-    assert summary.result.test_accuracy > 0.5  # noise of std 0.5 on [0, 1] pixels still teaches digits
+    assert summary.result.test_accuracy > 50  # percent; noise of std 0.5 on [0, 1] pixels still teaches digits
     run = SweepRun(table="toy", layout="table5", strategy="one-shot-mixup", release="once", encoding="toy-noise",
                    parties=3, beta=1.0, rho=1.0, seed=0, run_config=config, key="toy", name="toy")
     row = row_from_summary(run, summary, summary_path=tmp_path / "runs" / "toy.json")

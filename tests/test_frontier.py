@@ -27,7 +27,7 @@ T_975_1 = 12.706204736174698  # Student t quantile, 1 degree of freedom (two see
 
 
 def summary_fixture(*, strategy: str = "one-shot-mixup", seed: int = 0, parties: int = 10, beta: float = 1.0,
-                    accuracy: float = 0.9, encoding: str | None = "singularized", noise_mode: str = "strict",
+                    accuracy: float = 90.0, encoding: str | None = "singularized", noise_mode: str = "strict",
                     tau: float | None = 2.0, release: str = "once", defence: str = "none", sigma: float | None = None,
                     epsilon: float | None = None, reid: float | None = 0.1, local: tuple | None = None,
                     config: dict | None = None, wall: float = 10.0) -> RunSummary:
@@ -132,25 +132,25 @@ def _fixture_runs():
     """Two seeds of: FedProx, singularized tau 2 and 5.44, clamped, InstaHide, DP-Mix, the references."""
     runs = []
     for seed in (0, 1):
-        d = 0.01 * seed
+        d = 1.0 * seed  # accuracies in percent, as the ServerApp writes them
         runs += [
-            (summary_fixture(strategy="fedprox", seed=seed, accuracy=0.95 + d, encoding=None),
+            (summary_fixture(strategy="fedprox", seed=seed, accuracy=95 + d, encoding=None),
              leakage_fixture(loss_auc=0.60, lira_auc=0.62, tpr=0.10, gain=8.0 + seed, recovered=0.75)),
-            (summary_fixture(seed=seed, accuracy=0.60 + d, tau=2.0),
+            (summary_fixture(seed=seed, accuracy=60 + d, tau=2.0),
              leakage_fixture(loss_auc=0.50, lira_auc=0.51, tpr=0.05, gain=0.1, recovered=0.0, reid=0.10)),
-            (summary_fixture(seed=seed, accuracy=0.97 + d, tau=5.44),
+            (summary_fixture(seed=seed, accuracy=97 + d, tau=5.44),
              leakage_fixture(loss_auc=0.55, lira_auc=0.56, tpr=0.06, gain=5.0, recovered=0.50, reid=0.90)),
-            (summary_fixture(seed=seed, accuracy=0.90 + d, tau=1e-6, noise_mode="clamped"),
+            (summary_fixture(seed=seed, accuracy=90 + d, tau=1e-6, noise_mode="clamped"),
              leakage_fixture(loss_auc=0.52, lira_auc=0.53, tpr=0.05, gain=9.0, recovered=0.80, reid=0.60)),
-            (summary_fixture(seed=seed, accuracy=0.20 + d, encoding="instahide", tau=None),
+            (summary_fixture(seed=seed, accuracy=20 + d, encoding="instahide", tau=None),
              leakage_fixture(loss_auc=0.51, lira_auc=0.50, tpr=0.05, gain=-1.0, recovered=0.0, reid=0.05)),
-            (summary_fixture(strategy="fedprox", seed=seed, accuracy=0.60 + d, encoding=None, defence="dp-mix-self",
+            (summary_fixture(strategy="fedprox", seed=seed, accuracy=60 + d, encoding=None, defence="dp-mix-self",
                              sigma=4.0, epsilon=6.8),
              leakage_fixture(loss_auc=0.49, lira_auc=0.50, tpr=0.04, gain=0.5, recovered=0.0, epsilon=6.8)),
-            (summary_fixture(seed=seed, accuracy=0.98 + d, encoding="pooled", tau=None),
+            (summary_fixture(seed=seed, accuracy=98 + d, encoding="pooled", tau=None),
              leakage_fixture(loss_auc=0.58, lira_auc=0.60, tpr=0.09, gain=math.inf, recovered=1.0, reid=1.0)),
-            (summary_fixture(strategy="local-only", seed=seed, accuracy=0.70 + d, encoding=None,
-                             local=(0.6 + d, 0.8 + d)), leakage_fixture()),
+            (summary_fixture(strategy="local-only", seed=seed, accuracy=70 + d, encoding=None,
+                             local=(60 + d, 80 + d)), leakage_fixture()),
         ]
     return runs
 

@@ -39,7 +39,7 @@ def test_fedprox_completes_on_the_honest_parties_and_lists_every_bad_reply(flowe
     summary = json.loads((out / "hostile.json").read_text())
 
     # The honest parties' model is sane: far above chance (10 %) on digits, finite selection loss.
-    assert summary["result"]["test_accuracy"] > 0.5
+    assert summary["result"]["test_accuracy"] > 50  # percent
     assert 0 <= summary["result"]["selected_val_loss"] < 10
     assert summary["aggregation"]["rule"] == "median"
     assert summary["aggregation"]["flower_strategy"] == "FedProx+FedMedian"

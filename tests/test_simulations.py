@@ -53,9 +53,9 @@ def _summary(strategy, seed, acc, up, down, wall, parties=4, snr=None):
 
 def test_summary_rows_give_mean_std_and_per_party_bytes():
     rows = summarise({
-        "one-shot-mixup": [_summary("one-shot-mixup", 0, 0.90, 400, 4, 10, snr=3.0),
-                           _summary("one-shot-mixup", 1, 0.94, 400, 4, 12, snr=5.0)],
-        "fedprox": [_summary("fedprox", 0, 0.96, 4000, 8000, 40)],
+        "one-shot-mixup": [_summary("one-shot-mixup", 0, 90.0, 400, 4, 10, snr=3.0),
+                           _summary("one-shot-mixup", 1, 94.0, 400, 4, 12, snr=5.0)],
+        "fedprox": [_summary("fedprox", 0, 96.0, 4000, 8000, 40)],
     })
     one, fed = rows
     assert one["test_accuracy_mean"] == pytest.approx(92.0)

@@ -276,7 +276,7 @@ def test_row_from_summary_reads_the_figures_that_name_how_a_number_was_made(tmp_
     run = next(r for r in expand_runs(spec) if r.release == "per-epoch")
     summary = fake_summary(run, run.run_config)
     row = row_from_summary(run, RunSummary.model_validate(summary), summary_path=tmp_path / "s.json")
-    assert row["test_accuracy"] == pytest.approx(100 * summary["result"]["test_accuracy"])
+    assert row["test_accuracy"] == summary["result"]["test_accuracy"]  # percent in both
     assert row["selected_at"] == 2 and row["noise_mode"] == "clamped" and row["tau"] == 1e-6
     assert row["releases_per_party"] == row["exposures_per_sample"] == 3
     assert row["bytes_uploaded_per_party"] == pytest.approx(summary["communication"]["bytes_uploaded"] / run.parties)
@@ -418,16 +418,58 @@ def test_summaries_of_the_previous_schema_are_read_by_the_one_adapter(tmp_path):
     run = next(r for r in expand_runs(spec) if r.release == "once")
     summary = fake_summary(run, run.run_config)
     result = summary["result"]
-    summary["result"] = {"test_accuracy": result["test_accuracy"], "test_loss": 0.5,
+    summary["result"] = {"test_accuracy": result["test_accuracy"] / 100, "test_loss": 0.5,  # then a fraction
                          "selected_epoch": 4, "selected_val_loss": 0.7,
-                         "last_epoch_test_accuracy": result["last_test_accuracy"], "train_seconds": 1.0,
+                         "last_epoch_test_accuracy": result["last_test_accuracy"] / 100, "train_seconds": 1.0,
                          "selected_by": result["selected_by"]}
     del summary["schema_version"], summary["privacy"]["exposures_per_sample"], summary["privacy"]["encoding"]
     del summary["config"]["encoding"], summary["config"]["public-fraction"]
     path = tmp_path / "old.json"
     path.write_text(json.dumps(summary))
     read = read_summary(path)
-    assert read.result.selected_at == 4 and read.result.last_test_accuracy == result["last_test_accuracy"]
+    assert read.schema_version == 3 and read.result.selected_at == 4
+    assert read.result.test_accuracy == pytest.approx(result["test_accuracy"])  # back in percent
+    assert read.result.last_test_accuracy == pytest.approx(result["last_test_accuracy"])
     row = row_from_summary(run, read, summary_path=path)
     assert row["encoding"] == "singularized" and row["public_fraction"] == 0.0 and row["tau"] == 1e-6
     assert row["exposures_per_sample"] == 1 and row["selected_at"] == 4
+
+
+def test_schema_2_fractions_are_read_in_percent_and_a_newer_schema_is_refused(tmp_path):
+    """Schema 2 stored every accuracy as a fraction; reading it gives percent everywhere the
+    ServerApp now writes percent (result, history, each party alone, the federated test), and
+    nothing else changes (losses, counts, the reidentification rate, which is not an accuracy)."""
+    from common.run_summary import SCHEMA_VERSION, read_summary
+
+    spec = load_sweep(_sweep_file(tmp_path))
+    run = next(r for r in expand_runs(spec) if r.strategy == "fedprox")
+    summary = fake_summary(run, run.run_config)
+    summary.update(schema_version=2, strategy="local-only")
+    summary["result"].update(test_accuracy=0.75, last_test_accuracy=0.5, test_loss=0.25)
+    summary["history"] = [{"round": 1, "val_loss": 0.5, "val_accuracy": 0.25, "test_accuracy": 0.125}]
+    summary["local_only"] = {"per_party_test_accuracy": {"0": 0.5, "1": 1.0}, "mean": 0.75, "worst": 0.5,
+                             "epochs": 3}
+    summary["data_source"] = {
+        "kind": "node-local", "description": "node-local", "test": "the parties' own test parts",
+        "parties": [{"partition-id": 0, "num-test": 8, "test-accuracy": 0.5, "test-loss": 0.75}],
+        "federated_test": {"accuracy": 0.625, "loss": 0.75, "rows": 8, "per_party_accuracy": {"0": 0.5}}}
+    path = tmp_path / "schema2.json"
+    path.write_text(json.dumps(summary))
+    read = read_summary(path)
+    assert read.schema_version == SCHEMA_VERSION == 3
+    assert (read.result.test_accuracy, read.result.last_test_accuracy, read.result.test_loss) == (75.0, 50.0, 0.25)
+    assert read.history == [{"round": 1, "val_loss": 0.5, "val_accuracy": 25.0, "test_accuracy": 12.5}]
+    assert read.local_only == {"per_party_test_accuracy": {"0": 50.0, "1": 100.0}, "mean": 75.0, "worst": 50.0,
+                               "epochs": 3}
+    assert read.data_source.parties == [{"partition-id": 0, "num-test": 8, "test-accuracy": 50.0, "test-loss": 0.75}]
+    assert read.data_source.federated_test == {"accuracy": 62.5, "loss": 0.75, "rows": 8,
+                                               "per_party_accuracy": {"0": 50.0}}
+    assert row_from_summary(run, read, summary_path=path)["test_accuracy"] == 75.0
+    # a summary of the current schema is read as written (no second conversion)
+    current = tmp_path / "current.json"
+    read.write(current)
+    assert read_summary(current) == read
+    summary["schema_version"] = SCHEMA_VERSION + 1
+    path.write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match="summary schema 4 is newer than this mixupfl reads"):
+        read_summary(path)

@@ -10,7 +10,6 @@ leaves comparator and defended runs out.
 
 from __future__ import annotations
 
-import json
 import statistics
 import textwrap
 import warnings
@@ -26,6 +25,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedFormatter, FixedLocator, MaxNLocator, NullLocator  # noqa: E402
 
+from common.run_summary import read_summary  # noqa: E402
 from simulations.report.paper_numbers import not_the_papers_inputs, paper_cell, paper_setting_matches  # noqa: E402
 from simulations.report.runs import (  # noqa: E402
     FL_STRATEGIES,
@@ -192,8 +192,8 @@ def _fl_test_accuracy_by_round(run: Mapping[str, object]) -> dict[int, float] | 
                       stacklevel=3)
         return None
     try:
-        history = json.loads(path.read_text())["history"]
-        by_round = {int(entry["round"]): 100.0 * float(entry["test_accuracy"])
+        history = read_summary(path).history  # of any schema: accuracies in percent
+        by_round = {int(entry["round"]): float(entry["test_accuracy"])
                     for entry in history if entry.get("test_accuracy") is not None}
     except (OSError, ValueError, KeyError, TypeError) as err:
         warnings.warn(f"run {run['run_key']}: summary {path} has no readable history ({err!r}); "

@@ -117,8 +117,8 @@ def run_record(summary: RunSummary, *, name: str, leakage: Mapping[str, Any]) ->
     return {
         "name": name, "cell": _cell(summary), "seed": int(summary.config.get("seed", 0)), "family": family,
         "setting": setting, "order": order, "one_shot": summary.strategy == "one-shot-mixup",
-        "accuracy": 100 * summary.result.test_accuracy,
-        "worst_party_accuracy": None if not local else 100 * float(local["worst"]),
+        "accuracy": summary.result.test_accuracy,
+        "worst_party_accuracy": None if not local else float(local["worst"]),
         "bytes_up": summary.communication.bytes_uploaded / summary.num_parties,
         "bytes_down": summary.communication.bytes_downloaded / summary.num_parties,
         "rounds": summary.rounds, "wall": summary.wall_seconds,

@@ -208,7 +208,7 @@ def run_sweep(
                 seconds = time.perf_counter() - started
                 if code == 0 and summary_path.exists():
                     outcome.computed.append(run.name)
-                    acc = 100 * read_summary(summary_path).result.test_accuracy
+                    acc = read_summary(summary_path).result.test_accuracy
                     bar.write(f"  {run.name}: {acc:.2f} % in {seconds:.0f} s")
                 else:
                     failure = {"name": run.name, "table": run.table, "exit_code": code, "log": str(log_path),
