@@ -21,7 +21,9 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,23 @@ def _stream(cmd: list[str], *, env: dict[str, str]) -> tuple[int, str]:
         raise
 
 
+@contextmanager
+def app_to_send(app: Path) -> Iterator[Path]:
+    """The folder ``flwr run`` packs into the run's FAB. For this project: a temporary staged
+    copy of its app (``pyproject.toml`` and the runtime packages,
+    :func:`simulations.runtime.session.stage_app`, as sweeps and tests run it), because Flower
+    walks the whole folder before filtering it, the virtual environment included, and packs
+    the tests, docs and committed results too (measured: 3.5-4.2 s and a 1.9 MB FAB, against
+    about 0.05 s and 0.5 MB staged). Any other app folder is sent as it is."""
+    if app != PROJECT_ROOT.resolve():
+        yield app
+        return
+    from simulations.runtime.session import APP_PACKAGES, stage_app
+
+    with tempfile.TemporaryDirectory(prefix="mixupfl-app-") as folder:
+        yield stage_app(app, Path(folder) / "app", packages=APP_PACKAGES)
+
+
 def run(argv: Sequence[str]) -> int:
     """``mixupfl run``: one validated ``flwr run`` with a verdict."""
     parser = argparse.ArgumentParser(prog="mixupfl run", description="One run of the app through `flwr run`.")
@@ -168,16 +187,17 @@ def run(argv: Sequence[str]) -> int:
         print(f"error: {stale}; its runs would not run this code. Stop it with `mixupfl stop` (the next run "
               "starts a fresh one) and run again.", file=sys.stderr)
         return 2
-    cmd = [str(Path(sys.executable).with_name("flwr")), "run", str(args.app.resolve())]
-    cmd += [args.federation] if args.federation else []
-    cmd += ["--stream", "--run-config", run_config_arg(overrides)]
-    if federation:
-        cmd += ["--federation-config", run_config_arg(federation)]
-    try:
-        code, _ = _stream(cmd, env=env)
-    except KeyboardInterrupt:
-        print("\ninterrupted: the Flower run was stopped", file=sys.stderr)
-        return 130
+    with app_to_send(args.app.resolve()) as app:
+        cmd = [str(Path(sys.executable).with_name("flwr")), "run", str(app)]
+        cmd += [args.federation] if args.federation else []
+        cmd += ["--stream", "--run-config", run_config_arg(overrides)]
+        if federation:
+            cmd += ["--federation-config", run_config_arg(federation)]
+        try:
+            code, _ = _stream(cmd, env=env)
+        except KeyboardInterrupt:
+            print("\ninterrupted: the Flower run was stopped", file=sys.stderr)
+            return 130
     if code != 0 or not summary.exists():
         print(f"\nrun FAILED (flwr exit {code}); no summary was written to {summary}; the log above says why",
               file=sys.stderr)

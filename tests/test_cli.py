@@ -3,6 +3,8 @@ closest valid key for a typo); a federation smaller than the quorum fails at onc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from common.config import ConfigError
@@ -95,3 +97,39 @@ def test_every_subcommand_takes_its_arguments_and_answers_help(command, capsys):
         main([command, "--help"])
     assert done.value.code == 0
     assert "usage:" in capsys.readouterr().out
+
+
+def test_run_sends_a_staged_copy_of_the_app_not_the_project_folder(tmp_path, monkeypatch, capsys):
+    """``flwr run <project>`` would walk the virtual environment and pack tests, docs and
+    results into the FAB; ``mixupfl run`` sends a staged copy of the app (the one sweeps and
+    tests run), removed after the run. Another app folder goes as it is."""
+    import simulations.cli as cli
+    from flwr.cli.build import build_fab_from_disk
+
+    from simulations.runtime.local_flower import PROJECT_ROOT
+
+    seen = {}
+
+    def fake_stream(cmd, *, env):
+        app = Path(cmd[2])
+        seen["app"] = app
+        seen["files"] = sorted(p.relative_to(app).as_posix() for p in app.rglob("*") if p.is_file())
+        seen["fab"] = len(build_fab_from_disk(app))
+        out = tmp_path / "runs"
+        out.mkdir(exist_ok=True)
+        (out / "r.json").write_text("{}")  # what the ServerApp would write
+        return 0, ""
+
+    monkeypatch.setattr(cli, "_stream", fake_stream)
+    monkeypatch.setattr(cli, "stale_local_superlink", lambda *a, **k: None)
+    assert main(["run", "--run-config", f"output-dir='{tmp_path / 'runs'}' run-name='r'"]) == 0
+    assert f"summary: {tmp_path / 'runs' / 'r.json'}" in capsys.readouterr().out
+    files = seen["files"]
+    assert seen["app"] != PROJECT_ROOT and not seen["app"].exists()  # a temporary copy, gone after the run
+    assert "pyproject.toml" in files and "client/app.py" in files and "server/app.py" in files
+    assert (seen["app"].name, sorted({f.split("/")[0] for f in files})) == (
+        "app", ["client", "common", "features", "loaders", "pyproject.toml", "server"])
+    assert all(f.endswith(".py") or f == "pyproject.toml" for f in files)
+    assert seen["fab"] < len(build_fab_from_disk(PROJECT_ROOT)) / 2  # no tests, docs or results packed
+    with cli.app_to_send(tmp_path) as other:
+        assert other == tmp_path

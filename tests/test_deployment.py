@@ -260,11 +260,20 @@ def deployment(tmp_path_factory):
         yield info
 
 
-def _flwr_run(info, run_config: str, *, timeout: float = 300, app_dir: Path = ROOT) -> tuple[int, str]:
-    """``flwr run <app> <federation> --stream`` against the deployment; its exit code and log."""
+def _flwr_run(info, run_config: str, *, timeout: float = 300, app_dir: Path | None = None) -> tuple[int, str]:
+    """``flwr run <app> <federation> --stream`` against the deployment; its exit code and log.
+    Without ``app_dir``, this project's app as ``mixupfl run`` sends it (a staged copy)."""
+    from simulations.cli import app_to_send
+
     log = info["logs"] / "flwr-run.log"
-    cmd = [deploy.executable("flwr", info["env"]), "run", str(app_dir), FEDERATION, "--stream",
-           "--run-config", run_config]
+    with contextlib.ExitStack() as stack:
+        app = app_dir if app_dir is not None else stack.enter_context(app_to_send(ROOT))
+        cmd = [deploy.executable("flwr", info["env"]), "run", str(app), FEDERATION, "--stream",
+               "--run-config", run_config]
+        return _wait_for_flwr_run(info, cmd, log, timeout)
+
+
+def _wait_for_flwr_run(info, cmd: list[str], log: Path, timeout: float) -> tuple[int, str]:
     with log.open("w") as handle:
         proc = subprocess.Popen(cmd, env=info["env"], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
