@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workloads", nargs="+", choices=["digits", "synthetic-512"])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--skip", nargs="+", default=[], choices=["overhead", "startup", "memory"])
+    parser.add_argument("--party-cpus", type=int, default=1,
+                        help="CPUs Flower reserves for each simulated party in the per-round figures (default 1: "
+                             "as many party actors as cores; 2 is Flower's own default: one actor on two cores)")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a fresh temporary one)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -277,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"machine": machine(args.device), "quick": quick, "workdir": str(workdir),
                               "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               "settings": {"parties": parties, "workloads": workloads, "rounds": rounds,
+                                           "party_cpus": args.party_cpus,
                                            "epochs": epochs, "skip": skip, "collect_skip": collect_skip},
                               "points": {}}
     print(f"[bench] {report['machine']['cpu']}; scratch {workdir}", flush=True)
@@ -292,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
                 for p in parties:
                     gpus = gpu_share(p, os.cpu_count() or 1) if args.device == "cuda" else 0.0
                     for s in (sim, noop_sim):
-                        configure_simulation(num_supernodes=p, num_cpus=1, num_gpus=gpus, env=s.env, quiet=True)
+                        configure_simulation(num_supernodes=p, num_cpus=args.party_cpus, num_gpus=gpus, env=s.env,
+                                             quiet=True)
                     point = measure_point(sim, noop_sim, values, p, rounds=rounds, epochs=epochs, skip=skip,
                                           collect_skip=collect_skip, workdir=workdir, tag=f"{name}-P{p}")
                     report["points"][f"{name} P={p}"] = point

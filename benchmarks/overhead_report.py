@@ -67,7 +67,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Per round = marginal cost (rounds after the first "
         f"{report['settings']['skip']}: start-up excluded). *floor*: a no-op Flower app moving the same payloads "
         "(same arrays, same message counts); *plain*: the same client work in one process, no Flower; "
-        "*ours*: the platform through `flwr run` (one warm Ray cluster, as a sweep runs).",
+        "*ours*: the platform through `flwr run` (one warm Ray cluster, as a sweep runs); Flower reserves "
+        f"{report['settings'].get('party_cpus', 1)} CPU(s) for each simulated party (`--party-cpus`).",
         "",
     ]
     points = report.get("points", {})
