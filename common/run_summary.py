@@ -2,8 +2,8 @@
 
 One JSON file per run (:meth:`RunSummary.write`); :func:`read_summary` reads it back, and
 :class:`RunRow` is the one-line form a sweep's ``runs.csv`` holds (its columns and their
-types are this model's fields). Summaries written before this schema existed are read by
-:func:`_upgrade_legacy` and nowhere else.
+types are this model's fields). Summaries of older schemas are upgraded by :func:`read_summary`
+(:func:`_upgrade_legacy`, :func:`_fractions_to_percent`) and nowhere else.
 
 Every accuracy is in percent (0-100), here as in ``runs.csv``, reports, tables and logs
 (:data:`ACCURACY_UNIT`); the parties' and the server's evaluations compute fractions, which
@@ -210,6 +210,7 @@ class RunSummary(_Model):
     """Everything one run reports. The result comes first; the full run config last."""
 
     schema_version: int = SCHEMA_VERSION
+    accuracy_unit: Literal["percent"] = ACCURACY_UNIT
     strategy: str
     result: Outcome
     num_parties: int = Field(ge=1)
@@ -264,6 +265,7 @@ class FailedRunSummary(_Model):
 
     status: Literal["failed"] = "failed"
     schema_version: int = SCHEMA_VERSION
+    accuracy_unit: Literal["percent"] = ACCURACY_UNIT
     strategy: str
     reason: str
     stage: str | None = Field(None, description="where the run stopped: start, collection, training, selection, "

@@ -70,7 +70,7 @@ def test_one_shot_mixup_runs_end_to_end(flower, tmp_path):
     assert release_bytes < comm["bytes_uploaded"] - union["announce_bytes_uploaded"] < release_bytes * 1.05
     assert comm["bytes_downloaded"] < 2000  # queries (announcement and release) carry no model
     assert comm["messages_sent"] == comm["messages_received"] == 2 * PARTIES
-    assert 50 < summary["result"]["test_accuracy"] <= 100  # percent
+    assert summary["accuracy_unit"] == "percent" and 50 < summary["result"]["test_accuracy"] <= 100
     # one unit: the run table's figure is the JSON's
     assert re.search(rf"test accuracy +\| {summary['result']['test_accuracy']:.2f} %", log)
     assert summary["result"]["selection"] == "last" and summary["result"]["selected_at"] == TINY["central-epochs"]

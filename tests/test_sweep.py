@@ -456,7 +456,7 @@ def test_schema_2_fractions_are_read_in_percent_and_a_newer_schema_is_refused(tm
     path = tmp_path / "schema2.json"
     path.write_text(json.dumps(summary))
     read = read_summary(path)
-    assert read.schema_version == SCHEMA_VERSION == 3
+    assert read.schema_version == SCHEMA_VERSION == 3 and read.accuracy_unit == "percent"
     assert (read.result.test_accuracy, read.result.last_test_accuracy, read.result.test_loss) == (75.0, 50.0, 0.25)
     assert read.history == [{"round": 1, "val_loss": 0.5, "val_accuracy": 25.0, "test_accuracy": 12.5}]
     assert read.local_only == {"per_party_test_accuracy": {"0": 50.0, "1": 100.0}, "mean": 75.0, "worst": 50.0,
