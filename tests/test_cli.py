@@ -99,6 +99,7 @@ def test_every_subcommand_takes_its_arguments_and_answers_help(command, capsys):
     assert "usage:" in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pathspec's, once per file Flower's FAB build matches
 def test_run_sends_a_staged_copy_of_the_app_not_the_project_folder(tmp_path, monkeypatch, capsys):
     """``flwr run <project>`` would walk the virtual environment and pack tests, docs and
     results into the FAB; ``mixupfl run`` sends a staged copy of the app (the one sweeps and
