@@ -7,7 +7,7 @@ types are this model's fields). Summaries of older schemas are upgraded by :func
 
 Every accuracy is in percent (0-100), here as in ``runs.csv``, reports, tables and logs
 (:data:`ACCURACY_UNIT`); the parties' and the server's evaluations compute fractions, which
-become percent once, where the summary is built (:func:`percent`, :func:`history_in_percent`).
+become percent once, where the summary is built (:func:`percent`, :func:`accuracies_in_percent`).
 Summaries of schema 2 and older held fractions; :func:`read_summary` converts them. Each
 accuracy is stored next to how it was made: strategy, encoding or defence, release mode,
 noise mode, seed, and the rule that selected the model (never the test set).
@@ -26,7 +26,7 @@ from common.io import write_json_atomic
 __all__ = [
     "AggregationSummary", "Communication", "DataSource", "DefenceSummary", "FAILED_SUFFIX", "FailedRunSummary", "LeftOut", "Outcome",
     "Participation", "PartitionConflict", "PrivacySummary", "RoundParticipation", "RunRow", "RunSummary", "SCHEMA_VERSION",
-    "UnionFigures", "ACCURACY_UNIT", "history_in_percent", "percent", "read_summary",
+    "UnionFigures", "ACCURACY_UNIT", "accuracies_in_percent", "percent", "read_summary",
 ]
 
 SCHEMA_VERSION = 3
@@ -45,10 +45,10 @@ def _is_accuracy(key: str) -> bool:
     return key.replace("-", "_").endswith("accuracy")
 
 
-def history_in_percent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per-epoch or per-round records with every ``*accuracy`` figure (test, validation) in
-    percent; the other figures (losses, seconds, learning rates) as they are. New dicts: the
-    caller's records (fractions, used for selection) are not changed."""
+def accuracies_in_percent(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records (per epoch, per round, per party) with every ``*accuracy`` figure (test,
+    validation) in percent; the other figures (losses, sizes, seconds, learning rates) as they
+    are. New dicts: the caller's records (fractions, used for selection) are not changed."""
     return [{k: percent(v) if _is_accuracy(k) and v is not None else v for k, v in row.items()} for row in rows]
 
 
@@ -321,7 +321,7 @@ def _fractions_to_percent(raw: dict[str, Any]) -> dict[str, Any]:
         if result.get(key) is not None:
             result[key] = percent(result[key])
     raw["result"] = result
-    raw["history"] = history_in_percent(raw.get("history") or [])
+    raw["history"] = accuracies_in_percent(raw.get("history") or [])
     if raw.get("local_only"):
         local = dict(raw["local_only"])
         local["per_party_test_accuracy"] = {k: percent(v) for k, v in local.get("per_party_test_accuracy", {}).items()}
@@ -332,7 +332,7 @@ def _fractions_to_percent(raw: dict[str, Any]) -> dict[str, Any]:
     source = raw.get("data_source")
     if source:
         source = dict(source)
-        source["parties"] = history_in_percent(source.get("parties") or [])
+        source["parties"] = accuracies_in_percent(source.get("parties") or [])
         if source.get("federated_test"):
             federated = dict(source["federated_test"])
             if federated.get("accuracy") is not None:

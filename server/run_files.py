@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from common.config import RunConfig
-from common.run_summary import FAILED_SUFFIX, FailedRunSummary, history_in_percent
+from common.run_summary import FAILED_SUFFIX, FailedRunSummary, accuracies_in_percent
 from server.strategies import OneShotFailed, OneShotResult
 from server.strategies.screening import QuorumLost
 from server.summary import one_shot_participation, partition_conflicts
@@ -94,7 +94,7 @@ def write_failed(cfg: RunConfig, err: BaseException, node_ids: list[int], *, sta
     fields: dict = {"completed_rounds": 0, "stage": stage, "error_type": type(err).__name__}
     if isinstance(err, QuorumLost):
         fields.update(completed_rounds=err.completed_rounds, round_participation=err.rounds,
-                      history=history_in_percent(err.history),
+                      history=accuracies_in_percent(err.history),
                       stage=stage or "rounds")
     elif isinstance(err, OneShotFailed):
         result = err.result
@@ -103,7 +103,7 @@ def write_failed(cfg: RunConfig, err: BaseException, node_ids: list[int], *, sta
             stage=err.stage, error_type=type(cause).__name__ if cause is not None else fields["error_type"],
             completed_rounds=1 if result.parties else 0, parties=result.parties, union=result.union or None,
             failures=result.failures, rejections=result.rejections, partition_conflicts=partition_conflicts(result),
-            history=history_in_percent(result.history),
+            history=accuracies_in_percent(result.history),
             participation=one_shot_participation(cfg, result, expected=cfg.expected_parties or len(node_ids),
                                                  connected=node_ids) if node_ids else None,
         )

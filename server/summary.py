@@ -20,7 +20,7 @@ from common.run_summary import (
     PartitionConflict,
     RoundParticipation,
     RunSummary,
-    history_in_percent,
+    accuracies_in_percent,
     percent,
 )
 from server.metered_grid import MeteredGrid
@@ -89,7 +89,7 @@ def one_shot_parts(cfg: RunConfig, result: OneShotResult, *, expected: int, conn
         "rejections": result.rejections,
         "partition_conflicts": partition_conflicts(result),
         "participation": one_shot_participation(cfg, result, expected=expected, connected=connected),
-        "history": history_in_percent(result.history),
+        "history": accuracies_in_percent(result.history),
     }
 
 
@@ -128,7 +128,7 @@ def iterative_parts(cfg: RunConfig, history: list[dict], selected: SelectedModel
     """The iterative fields of the run summary (FedProx / FedAvg), with the aggregation rule."""
     if selected is None:
         raise RuntimeError("no round produced a validation loss to select on")
-    history = history_in_percent(history)
+    history = accuracies_in_percent(history)
     best = next(r for r in history if r["round"] == selected.server_round)
     return {
         "rounds": cfg.num_rounds,

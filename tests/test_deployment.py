@@ -266,15 +266,10 @@ def _flwr_run(info, run_config: str, *, timeout: float = 300, app_dir: Path | No
     from simulations.cli import app_to_send
 
     log = info["logs"] / "flwr-run.log"
-    with contextlib.ExitStack() as stack:
-        app = app_dir if app_dir is not None else stack.enter_context(app_to_send(ROOT))
+    sent = contextlib.nullcontext(app_dir) if app_dir is not None else app_to_send(ROOT)
+    with sent as app, log.open("w") as handle:
         cmd = [deploy.executable("flwr", info["env"]), "run", str(app), FEDERATION, "--stream",
                "--run-config", run_config]
-        return _wait_for_flwr_run(info, cmd, log, timeout)
-
-
-def _wait_for_flwr_run(info, cmd: list[str], log: Path, timeout: float) -> tuple[int, str]:
-    with log.open("w") as handle:
         proc = subprocess.Popen(cmd, env=info["env"], cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         info["procs"].started["flwr-run"] = proc
